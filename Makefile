@@ -1,0 +1,59 @@
+# edgetenant — every target does its own set-up; `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PYTEST := $(PY) -m pytest
+
+.PHONY: help venv lint fmt crds lab-build dataplane-env test test-unit test-cluster test-dataplane test-e2e demo bench clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m pip install --quiet --user 'uv==0.13.9' || python3 -m pip install --quiet 'uv==0.13.9'
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+venv: .venv/.synced ## Create the operator's virtualenv from uv.lock
+
+lint: venv ## ruff + strict mypy
+	.venv/bin/ruff check operator tests hack
+	.venv/bin/ruff format --check operator tests hack
+	.venv/bin/mypy
+
+fmt: venv ## Format and auto-fix
+	.venv/bin/ruff format operator tests hack
+	.venv/bin/ruff check --fix operator tests hack
+
+crds: venv ## Regenerate crds/ from the pydantic models
+	$(PY) -m edgetenant.api.crdgen crds
+
+lab-build: ## Build the lab's Kubernetes binaries into the cache (cold: 15-30 min)
+	hack/lab/build.sh
+
+dataplane-env: ## Prepare the data-plane virtualenv (tritonserver, ONNX Runtime, numpy<2)
+	hack/dataplane/setup.sh
+
+test: venv lab-build dataplane-env ## Run every test tier (sets everything up first)
+	$(PYTEST) tests/unit tests/cluster tests/dataplane tests/e2e
+
+test-unit: venv ## Pure unit tests (seconds)
+	$(PYTEST) tests/unit
+
+test-cluster: venv lab-build ## Tests against the real control plane
+	$(PYTEST) tests/cluster
+
+test-dataplane: venv dataplane-env ## Tests against real Triton + Prometheus
+	$(PYTEST) tests/dataplane
+
+test-e2e: venv lab-build dataplane-env ## The whole loop
+	$(PYTEST) tests/e2e
+
+demo: venv lab-build dataplane-env ## The local edge lab, the operator, sample tenants, real inferences
+	$(PY) hack/demo.py
+
+clean: ## Remove the virtualenv (caches outside the repo stay)
+	rm -rf .venv
