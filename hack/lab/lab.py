@@ -1,0 +1,588 @@
+"""The local edge lab: a real Kubernetes control plane with simulated edge nodes and real Prometheus.
+
+    hack/lab/lab up       build what is missing, start everything, create the topology's nodes, wait
+    hack/lab/lab down     stop exactly the processes `up` started (by PID) and remove the state
+    hack/lab/lab status   what runs, with PIDs, health and log files
+    hack/lab/lab env      shell lines to use the lab (`eval "$(hack/lab/lab env)"`); --json for programs
+
+Everything listens on 127.0.0.1. Node IPs are 127.0.0.1 and KWOK hands out pod IPs from a loopback
+range, so whatever dials a pod dials this machine. State (PKI, etcd data, logs, kubeconfig, PIDs) lives in
+$EDGETENANT_LAB_DIR (default ~/.cache/edgetenant/lab), never in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+console = Console(stderr=True, highlight=False)
+
+LOOPBACK = "127.0.0.1"
+# Pod IPs: a loopback range, so a pod IP is always an address of this machine.
+POD_CIDR = "127.64.0.1/16"
+# The API server needs a Service range; nothing here ever dials a ClusterIP (there is no kube-proxy).
+SERVICE_CIDR = "127.96.0.0/16"
+
+
+@dataclass(frozen=True)
+class Ports:
+    etcd_client: int = 23790
+    etcd_peer: int = 23800
+    apiserver: int = 16443
+    controller_manager: int = 20257
+    scheduler: int = 20259
+    kwok: int = 20247
+    prometheus: int = 19090
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        base = int(os.environ.get("EDGETENANT_LAB_PORT_OFFSET", "0"))
+        return cls(**{k: v + base for k, v in asdict(cls()).items()})
+
+
+@dataclass
+class LabState:
+    """What `up` wrote down, so `down` and `status` act on exactly those processes."""
+
+    dir: Path
+    ports: Ports
+    bin_dir: str = ""
+    pids: dict[str, int] = field(default_factory=dict)
+    token: str = ""
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / "logs"
+
+    @property
+    def server(self) -> str:
+        return f"https://{LOOPBACK}:{self.ports.apiserver}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.prometheus}"
+
+    def save(self) -> None:
+        data = {"ports": asdict(self.ports), "bin_dir": self.bin_dir, "pids": self.pids, "token": self.token}
+        (self.dir / "state.json").write_text(json.dumps(data, indent=2))
+
+    @classmethod
+    def load(cls, lab_dir: Path) -> LabState | None:
+        path = lab_dir / "state.json"
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return cls(lab_dir, Ports(**data["ports"]), data["bin_dir"], data["pids"], data["token"])
+
+
+def lab_dir() -> Path:
+    default = Path(os.environ.get("EDGETENANT_CACHE", Path.home() / ".cache" / "edgetenant")) / "lab"
+    return Path(os.environ.get("EDGETENANT_LAB_DIR", default))
+
+
+def bin_dir() -> Path:
+    """Build the binaries if missing (instant when cached) and return their directory."""
+    out = subprocess.run(
+        [str(HERE / "build.sh"), "--print-bin"], check=True, stdout=subprocess.PIPE, text=True
+    ).stdout
+    return Path(out.strip().splitlines()[-1])
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited child not yet reaped) is not alive for our purposes.
+    with suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+    return True
+
+
+@contextmanager
+def step(message: str) -> Iterator[None]:
+    start = time.monotonic()
+    with console.status(f"[bold]{message}…"):
+        yield
+    console.print(f"[green]✓[/] {message} [dim]({time.monotonic() - start:.1f} s)[/]")
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float, proc_pid: int | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if proc_pid is not None and not alive(proc_pid):
+            raise RuntimeError(f"{what}: the process exited; see its log in {lab_dir() / 'logs'}")
+        time.sleep(0.25)
+    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}; logs are in {lab_dir() / 'logs'}")
+
+
+def http_ok(url: str, token: str | None = None, ca: Path | None = None) -> bool:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
+    try:
+        with urllib.request.urlopen(request, timeout=2, context=context) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ssl.SSLError):
+        return False
+
+
+def run_quiet(cmd: list[str], **kwargs: Any) -> None:
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
+
+
+def make_pki(pki: Path) -> None:
+    """A CA, a serving certificate for 127.0.0.1/localhost, and the service-account signing key."""
+    pki.mkdir(parents=True, exist_ok=True)
+    ext = pki / "san.ext"
+    ext.write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+    )
+    run_quiet(["openssl", "genrsa", "-out", str(pki / "ca.key"), "2048"])
+    run_quiet(
+        ["openssl", "req", "-x509", "-new", "-key", str(pki / "ca.key"), "-days", "3650"]
+        + ["-subj", "/CN=edgetenant-lab-ca", "-out", str(pki / "ca.crt")]
+    )
+    run_quiet(["openssl", "genrsa", "-out", str(pki / "apiserver.key"), "2048"])
+    run_quiet(
+        ["openssl", "req", "-new", "-key", str(pki / "apiserver.key"), "-subj", "/CN=kube-apiserver"]
+        + ["-out", str(pki / "apiserver.csr")]
+    )
+    run_quiet(
+        ["openssl", "x509", "-req", "-in", str(pki / "apiserver.csr"), "-CA", str(pki / "ca.crt")]
+        + ["-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", "3650", "-extfile", str(ext)]
+        + ["-out", str(pki / "apiserver.crt")]
+    )
+    run_quiet(["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"])
+
+
+def write_kubeconfig(state: LabState, path: Path, token: str, user: str = "lab-admin") -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "edge-lab",
+                "cluster": {"server": state.server, "certificate-authority": str(state.dir / "pki/ca.crt")},
+            }
+        ],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "edge-lab", "context": {"cluster": "edge-lab", "user": user}}],
+        "current-context": "edge-lab",
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+
+
+def start(state: LabState, name: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
+    state.logs.mkdir(parents=True, exist_ok=True)
+    log = (state.logs / f"{name}.log").open("ab")
+    # A new session, so a Ctrl-C in the terminal that ran `up` does not take the lab down with it.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+        cwd=state.dir,
+    )
+    state.pids[name] = proc.pid
+    state.save()
+    return proc.pid
+
+
+def prometheus_config(state: LabState) -> dict[str, Any]:
+    """Pods are discovered through the lab's API server, exactly as in a production cluster."""
+    sd = {
+        "role": "pod",
+        "api_server": state.server,
+        "tls_config": {"ca_file": str(state.dir / "pki/ca.crt")},
+        "authorization": {"credentials_file": str(state.dir / "prometheus.token")},
+    }
+    return {
+        "global": {"scrape_interval": "2s", "evaluation_interval": "2s", "scrape_timeout": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "kubernetes-pods",
+                "kubernetes_sd_configs": [sd],
+                "relabel_configs": [
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+                        "action": "keep",
+                        "regex": "true",
+                    },
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_phase"],
+                        "action": "keep",
+                        "regex": "Running",
+                    },
+                    {
+                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
+                        "action": "replace",
+                        "target_label": "__metrics_path__",
+                        "regex": "(.+)",
+                    },
+                    {
+                        "source_labels": [
+                            "__meta_kubernetes_pod_ip",
+                            "__meta_kubernetes_pod_annotation_prometheus_io_port",
+                        ],
+                        "action": "replace",
+                        "regex": "(.+);(\\d+)",
+                        "replacement": "$1:$2",
+                        "target_label": "__address__",
+                    },
+                    # Only loopback pod IPs are ever scraped: a guard against a misconfigured lab.
+                    {"source_labels": ["__address__"], "action": "keep", "regex": "127\\..*"},
+                    {"action": "labelmap", "regex": "__meta_kubernetes_pod_label_(.+)"},
+                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                    {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
+                ],
+            }
+        ],
+    }
+
+
+def component_commands(state: LabState, bins: Path) -> dict[str, list[str]]:
+    """Every lab component's command line. Every address in here is a loopback address."""
+    p, d = state.ports, state.dir
+    kubeconfig = str(state.kubeconfig)
+    return {
+        "etcd": [
+            str(bins / "etcd"),
+            "--name=lab",
+            f"--data-dir={d / 'etcd'}",
+            f"--listen-client-urls=http://{LOOPBACK}:{p.etcd_client}",
+            f"--advertise-client-urls=http://{LOOPBACK}:{p.etcd_client}",
+            f"--listen-peer-urls=http://{LOOPBACK}:{p.etcd_peer}",
+            f"--initial-advertise-peer-urls=http://{LOOPBACK}:{p.etcd_peer}",
+            f"--initial-cluster=lab=http://{LOOPBACK}:{p.etcd_peer}",
+            "--listen-metrics-urls=",
+            "--unsafe-no-fsync=true",
+            "--quota-backend-bytes=2147483648",
+            "--log-level=warn",
+        ],
+        "kube-apiserver": [
+            str(bins / "kube-apiserver"),
+            f"--etcd-servers=http://{LOOPBACK}:{p.etcd_client}",
+            f"--bind-address={LOOPBACK}",
+            f"--advertise-address={LOOPBACK}",
+            f"--secure-port={p.apiserver}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            f"--tls-cert-file={d / 'pki/apiserver.crt'}",
+            f"--tls-private-key-file={d / 'pki/apiserver.key'}",
+            f"--client-ca-file={d / 'pki/ca.crt'}",
+            f"--token-auth-file={d / 'tokens.csv'}",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,LimitRanger,ResourceQuota,"
+            "DefaultStorageClass,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,"
+            "ValidatingAdmissionPolicy,PodSecurity",
+            "--allow-privileged=true",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={d / 'pki/sa.key'}",
+            f"--service-account-signing-key-file={d / 'pki/sa.key'}",
+            # The loopback advertise address makes the default endpoint reconciler complain forever.
+            "--endpoint-reconciler-type=none",
+            "--profiling=false",
+            "--v=1",
+        ],
+        "kube-controller-manager": [
+            str(bins / "kube-controller-manager"),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--bind-address={LOOPBACK}",
+            f"--secure-port={p.controller_manager}",
+            f"--root-ca-file={d / 'pki/ca.crt'}",
+            f"--service-account-private-key-file={d / 'pki/sa.key'}",
+            "--use-service-account-credentials=true",
+            "--leader-elect=false",
+            # Notice a lost edge node quickly (an edge box that loses power should be re-planned fast).
+            "--node-monitor-grace-period=20s",
+            "--node-monitor-period=2s",
+            "--v=1",
+        ],
+        "kube-scheduler": [
+            str(bins / "kube-scheduler"),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--bind-address={LOOPBACK}",
+            f"--secure-port={p.scheduler}",
+            "--leader-elect=false",
+            "--v=1",
+        ],
+        "kwok": [
+            str(bins / "kwok"),
+            f"--kubeconfig={kubeconfig}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            f"--cidr={POD_CIDR}",
+            f"--node-ip={LOOPBACK}",
+            f"--node-port={p.kwok}",
+            f"--server-address={LOOPBACK}:{p.kwok}",
+            f"--config={HERE / 'kwok.yaml'}",
+            "--node-lease-duration-seconds=40",
+        ],
+        "prometheus": [
+            "prometheus",
+            f"--config.file={d / 'prometheus.yml'}",
+            f"--storage.tsdb.path={d / 'prometheus'}",
+            "--storage.tsdb.retention.time=6h",
+            f"--web.listen-address={LOOPBACK}:{p.prometheus}",
+            "--web.enable-lifecycle",
+            "--log.level=warn",
+        ],
+    }
+
+
+def kubectl(state: LabState, *args: str, input_text: str | None = None, check: bool = True) -> str:
+    result = subprocess.run(
+        [str(Path(state.bin_dir) / "kubectl"), f"--kubeconfig={state.kubeconfig}", *args],
+        input=input_text,
+        capture_output=True,
+        text=True,
+    )
+    if check and result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def topology_nodes(path: Path) -> list[dict[str, Any]]:
+    nodes = [doc for doc in yaml.safe_load_all(path.read_text()) if doc and doc.get("kind") == "Node"]
+    cpus = str(os.cpu_count() or 1)
+    mem_kib = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    for node in nodes:
+        if node["metadata"].get("annotations", {}).get("edgetenant.io/lab-real-node") == "true":
+            status = node.setdefault("status", {})
+            status["capacity"] = {**status.get("capacity", {}), "cpu": cpus, "memory": f"{mem_kib}Ki"}
+            status["allocatable"] = {
+                **status.get("allocatable", {}),
+                "cpu": cpus,
+                "memory": f"{mem_kib - 1024 * 1024}Ki",
+            }
+            node["metadata"]["labels"]["kubernetes.io/arch"] = arch
+    return nodes
+
+
+def create_nodes(state: LabState, nodes: list[dict[str, Any]]) -> None:
+    for node in nodes:
+        status = node.get("status", {})
+        body = {k: v for k, v in node.items() if k != "status"}
+        kubectl(state, "apply", "--server-side", "--field-manager=edge-lab", "-f", "-", input_text=json.dumps(body))
+        # Capacity lives in the status subresource; set it like a kubelet would.
+        patch = {"status": {"capacity": status.get("capacity", {}), "allocatable": status.get("allocatable", {})}}
+        kubectl(
+            state,
+            "patch",
+            "node",
+            node["metadata"]["name"],
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps(patch),
+        )
+
+
+def nodes_ready(state: LabState, names: list[str]) -> bool:
+    out = kubectl(state, "get", "nodes", "-o", "json", check=False)
+    if not out:
+        return False
+    ready = {
+        item["metadata"]["name"]
+        for item in json.loads(out)["items"]
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in item["status"].get("conditions", []))
+    }
+    return set(names) <= ready
+
+
+def up(topology: Path, with_local_node: bool = True) -> LabState:
+    d = lab_dir()
+    existing = LabState.load(d)
+    if existing and existing.pids and all(alive(pid) for pid in existing.pids.values()):
+        console.print(f"[green]✓[/] the lab is already up ({d})")
+        return existing
+    if existing:
+        console.print("[yellow]![/] a previous lab is partly running; taking it down first")
+        down()
+    started = time.monotonic()
+    with step("Kubernetes binaries ready (a cold build takes 15-30 min; later runs are instant)"):
+        bins = bin_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    state = LabState(d, Ports.from_env(), str(bins), {}, secrets.token_hex(16))
+    state.save()
+    with step("PKI and tokens"):
+        make_pki(d / "pki")
+        (d / "tokens.csv").write_text(f'{state.token},lab-admin,lab-admin,"system:masters"\n')
+        write_kubeconfig(state, state.kubeconfig, state.token)
+    commands = component_commands(state, bins)
+    try:
+        with step("etcd"):
+            pid = start(state, "etcd", commands["etcd"])
+            wait_until("etcd", lambda: http_ok(f"http://{LOOPBACK}:{state.ports.etcd_client}/health"), 30, pid)
+        with step("kube-apiserver"):
+            pid = start(state, "kube-apiserver", commands["kube-apiserver"])
+            ca = d / "pki/ca.crt"
+            wait_until("kube-apiserver /readyz", lambda: http_ok(f"{state.server}/readyz", state.token, ca), 90, pid)
+        with step("kube-controller-manager and kube-scheduler"):
+            for name in ("kube-controller-manager", "kube-scheduler"):
+                start(state, name, commands[name])
+            wait_until(
+                "the default ServiceAccount (controller manager at work)",
+                lambda: bool(kubectl(state, "get", "serviceaccount", "default", "-o", "name", check=False)),
+                60,
+                state.pids["kube-controller-manager"],
+            )
+        with step("KWOK and the edge nodes"):
+            start(state, "kwok", commands["kwok"])
+            nodes = topology_nodes(topology)
+            create_nodes(state, nodes)
+            names = [n["metadata"]["name"] for n in nodes]
+            wait_until("all nodes Ready", lambda: nodes_ready(state, names), 60, state.pids["kwok"])
+        with step("Prometheus (pods discovered through the API server)"):
+            kubectl(state, "apply", "--server-side", "--field-manager=edge-lab", "-f", str(HERE / "prometheus-rbac.yaml"))
+            token = kubectl(state, "create", "token", "prometheus", "-n", "kube-system", "--duration=8760h").strip()
+            (d / "prometheus.token").write_text(token)
+            (d / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(state), sort_keys=False))
+            pid = start(state, "prometheus", commands["prometheus"])
+            wait_until("prometheus ready", lambda: http_ok(f"{state.prometheus_url}/-/ready"), 60, pid)
+        if with_local_node:
+            with step("the real local node (Triton processes for pods on edge-local)"):
+                start(state, "localnode", [sys.executable, str(HERE / "localnode.py"), "--kubeconfig", str(state.kubeconfig)])
+    except Exception:
+        console.print("[red]✗[/] the lab did not come up; stopping what was started")
+        down(remove_state=False)
+        raise
+    console.print(f"[bold green]The edge lab is up[/] in {time.monotonic() - started:.0f} s.")
+    console.print(f"  export KUBECONFIG={state.kubeconfig}   (or: eval \"$(hack/lab/lab env)\")")
+    console.print("  kubectl get nodes -o wide")
+    console.print(f"  Prometheus: {state.prometheus_url}   logs: {state.logs}")
+    console.print("  hack/lab/lab down   stops everything it started")
+    return state
+
+
+def down(remove_state: bool = True) -> None:
+    d = lab_dir()
+    state = LabState.load(d)
+    if state is None:
+        console.print("[dim]no lab state; nothing to stop[/]")
+        return
+    # Reverse start order: the local node first (it stops its Triton processes), etcd last.
+    for name, pid in reversed(list(state.pids.items())):
+        if not alive(pid):
+            continue
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        console.print(f"[green]✓[/] stopped {name} (pid {pid})")
+    if remove_state:
+        shutil.rmtree(d, ignore_errors=True)
+        console.print(f"[green]✓[/] removed {d}")
+
+
+def status() -> int:
+    state = LabState.load(lab_dir())
+    if state is None:
+        console.print("the lab is down")
+        return 1
+    ok = True
+    for name, pid in state.pids.items():
+        running = alive(pid)
+        ok &= running
+        mark = "[green]running[/]" if running else "[red]stopped[/]"
+        console.print(f"  {name:<24} pid {pid:<8} {mark}  log: {state.logs / (name + '.log')}")
+    if ok:
+        console.print(kubectl(state, "get", "nodes", "-o", "wide", check=False))
+    return 0 if ok else 1
+
+
+def env(as_json: bool) -> int:
+    state = LabState.load(lab_dir())
+    if state is None:
+        console.print("the lab is down: run hack/lab/lab up")
+        return 1
+    info = {
+        "KUBECONFIG": str(state.kubeconfig),
+        "EDGETENANT_LAB_BIN": state.bin_dir,
+        "EDGETENANT_PROMETHEUS_URL": state.prometheus_url,
+        "EDGETENANT_LAB_DIR": str(state.dir),
+    }
+    if as_json:
+        print(json.dumps(info))
+    else:
+        for key, value in info.items():
+            print(f"export {key}={value}")
+        print(f"export PATH={state.bin_dir}:$PATH")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hack/lab/lab", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="start the lab")
+    p_up.add_argument("--topology", type=Path, default=HERE / "edge-lab.yaml")
+    p_up.add_argument("--no-local-node", action="store_true", help="do not run Triton for pods on edge-local")
+    sub.add_parser("down", help="stop the lab and remove its state")
+    sub.add_parser("status", help="show the lab's processes")
+    p_env = sub.add_parser("env", help="print how to use the lab")
+    p_env.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            up(args.topology, with_local_node=not args.no_local_node)
+            return 0
+        if args.command == "down":
+            down()
+            return 0
+        if args.command == "status":
+            return status()
+        return env(args.json)
+    except (RuntimeError, subprocess.CalledProcessError) as error:
+        console.print(f"[red]error:[/] {error}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

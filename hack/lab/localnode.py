@@ -1,0 +1,289 @@
+"""The real local node: a test harness that runs the Triton containers of pods bound to `edge-local`.
+
+KWOK keeps every lab node alive and marks scheduled pods Running with a loopback pod IP. For the node
+that stands for this machine (annotation `edgetenant.io/lab-real-node: "true"`), this harness does what a
+kubelet would do with the pod's containers, as local processes:
+
+- each volume mount becomes a directory of this pod (emptyDir) or the ConfigMap's keys written out
+  (configMap, with items and subPath), so the container's own paths map onto host paths;
+- init containers run to completion first (`python` is this checkout's interpreter with the operator's
+  package on PYTHONPATH), then the main container, with the container's own command and arguments;
+- `tritonserver` is the binary from the nvidia-pytriton wheel in the data-plane virtualenv, with its
+  backend directory, bound to the pod's IP instead of 0.0.0.0 (a pod owns its own network namespace in a
+  real cluster; here the pod IP is a loopback address of this machine);
+- a container that exits is restarted with back-off (restartPolicy Always); when the pod goes, its
+  processes are stopped by PID and its directory removed.
+
+Only this harness knows it is not a kubelet: the operator, Prometheus and load generators reach the pod
+by its IP exactly as in a real cluster. Product code has no test-only branches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO / "operator"))
+
+from edgetenant.dataplane.local import find_dataplane_env  # noqa: E402
+
+log = logging.getLogger("localnode")
+ADDRESS_FLAGS = ("--http-address", "--grpc-address", "--metrics-address")
+
+
+@dataclass
+class Container:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+
+
+@dataclass
+class PodRun:
+    uid: str
+    key: str
+    ip: str
+    root: Path
+    containers: list[Container] = field(default_factory=list)
+    failed: str = ""
+
+
+class LocalNode:
+    def __init__(self, api: client.CoreV1Api, node: str, work: Path) -> None:
+        self.api = api
+        self.node = node
+        self.work = work
+        self.pods: dict[str, PodRun] = {}
+        self.lock = threading.Lock()
+        self.dataplane = find_dataplane_env()
+
+    # --- translating a pod spec into local processes -------------------------------------------------
+    def _mounts(self, pod: Any, run: PodRun, container: Any) -> list[tuple[str, Path]]:
+        """(container path, host path) pairs, longest container path first."""
+        volumes = {v.name: v for v in pod.spec.volumes or []}
+        pairs: list[tuple[str, Path]] = []
+        for mount in container.volume_mounts or []:
+            volume = volumes.get(mount.name)
+            if volume is None:
+                continue
+            host = run.root / "volumes" / mount.name
+            if volume.config_map is not None:
+                self._write_config_map(pod.metadata.namespace, volume.config_map, host)
+            else:
+                host.mkdir(parents=True, exist_ok=True)
+            if mount.sub_path:
+                host = host / mount.sub_path
+            pairs.append((mount.mount_path.rstrip("/"), host))
+        return sorted(pairs, key=lambda pair: len(pair[0]), reverse=True)
+
+    def _write_config_map(self, namespace: str, source: Any, directory: Path) -> None:
+        cm = self.api.read_namespaced_config_map(source.name, namespace)
+        directory.mkdir(parents=True, exist_ok=True)
+        data: dict[str, bytes] = {k: v.encode() for k, v in (cm.data or {}).items()}
+        data.update({k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()})
+        items = {item.key: item.path for item in source.items or []} or {k: k for k in data}
+        for key, rel in items.items():
+            if key in data:
+                target = directory / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data[key])
+
+    @staticmethod
+    def _map_path(value: str, mounts: list[tuple[str, Path]]) -> str:
+        for prefix in ("", *(f"{flag}=" for flag in ("--model-repository", "--dest", "--config", "--out"))):
+            if not value.startswith(prefix):
+                continue
+            path = value[len(prefix) :]
+            for container_path, host in mounts:
+                if path == container_path or path.startswith(container_path + "/"):
+                    return prefix + str(host) + path[len(container_path) :]
+        return value
+
+    def _argv(self, container: Any, mounts: list[tuple[str, Path]], ip: str) -> list[str]:
+        argv = [*(container.command or []), *(container.args or [])]
+        argv = [self._map_path(a, mounts) for a in argv]
+        program = argv[0] if argv else ""
+        if program in {"python", "python3"}:
+            return [sys.executable, *argv[1:]]
+        if Path(program).name == "tritonserver":
+            rest = [a for a in argv[1:] if not a.startswith(ADDRESS_FLAGS)]
+            binds = [f"{flag}={ip}" for flag in ADDRESS_FLAGS]
+            backend = [f"--backend-directory={self.dataplane.backend_dir}"]
+            return [str(self.dataplane.tritonserver), *rest, *binds, *backend]
+        return argv
+
+    def _env(self, container: Any, program: str) -> dict[str, str]:
+        values = {e.name: e.value for e in container.env or [] if e.value is not None}
+        if Path(program).name == "tritonserver":
+            return {**self.dataplane.process_env(), **values}
+        pythonpath = os.pathsep.join(filter(None, [str(REPO / "operator"), os.environ.get("PYTHONPATH")]))
+        return {**os.environ, **values, "PYTHONPATH": pythonpath}
+
+    def prepare(self, pod: Any) -> PodRun:
+        key = f"{pod.metadata.namespace}/{pod.metadata.name}"
+        run = PodRun(uid=pod.metadata.uid, key=key, ip=pod.status.pod_ip, root=self.work / pod.metadata.uid)
+        run.root.mkdir(parents=True, exist_ok=True)
+        for spec in pod.spec.containers:
+            mounts = self._mounts(pod, run, spec)
+            argv = self._argv(spec, mounts, run.ip)
+            run.containers.append(Container(spec.name, argv, self._env(spec, argv[0]), run.root / f"{spec.name}.log"))
+        # Init containers run to completion, in order, before any main container starts.
+        for spec in pod.spec.init_containers or []:
+            mounts = self._mounts(pod, run, spec)
+            argv = self._argv(spec, mounts, run.ip)
+            with (run.root / f"init-{spec.name}.log").open("ab") as out:
+                result = subprocess.run(
+                    argv, env=self._env(spec, argv[0]), stdout=out, stderr=subprocess.STDOUT, timeout=600
+                )
+            if result.returncode != 0:
+                run.failed = f"init container {spec.name} exited with {result.returncode}"
+                log.warning("%s: %s (log %s)", key, run.failed, run.root / f"init-{spec.name}.log")
+                break
+        return run
+
+    # --- the process lifecycle -----------------------------------------------------------------------
+    def supervise(self) -> None:
+        """Start containers that are not running; restart exited ones with back-off."""
+        now = time.monotonic()
+        with self.lock:
+            runs = list(self.pods.values())
+        for run in runs:
+            if run.failed:
+                continue
+            for c in run.containers:
+                if c.popen is not None and c.popen.poll() is None:
+                    continue
+                if c.popen is not None:
+                    c.restarts += 1
+                    delay = min(30.0, 2.0 ** min(c.restarts, 5))
+                    log.warning("%s/%s exited with %s; restarting in %.0f s", run.key, c.name, c.popen.returncode, delay)
+                    c.popen = None
+                    c.next_start = now + delay
+                if now >= c.next_start:
+                    with c.log_path.open("ab") as out:
+                        c.popen = subprocess.Popen(
+                            c.argv, env=c.env, stdout=out, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                        )
+                    log.info("%s/%s started (pid %d) at %s", run.key, c.name, c.popen.pid, run.ip)
+
+    @staticmethod
+    def _stop(run: PodRun) -> None:
+        for c in run.containers:
+            if c.popen is None or c.popen.poll() is not None:
+                continue
+            try:
+                os.killpg(c.popen.pid, signal.SIGTERM)
+                c.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(c.popen.pid, signal.SIGKILL)
+                c.popen.wait(timeout=5)
+            except ProcessLookupError:
+                pass
+            # Python-backend stubs left in the container's process group.
+            try:
+                os.killpg(c.popen.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        shutil.rmtree(run.root, ignore_errors=True)
+
+    def observe(self, pod: Any, deleted: bool) -> None:
+        uid = pod.metadata.uid
+        gone = deleted or pod.metadata.deletion_timestamp is not None or pod.status.phase in {"Succeeded", "Failed"}
+        with self.lock:
+            run = self.pods.get(uid)
+        if gone:
+            if run is not None:
+                with self.lock:
+                    self.pods.pop(uid, None)
+                self._stop(run)
+                log.info("%s: pod gone, processes stopped", run.key)
+            return
+        if run is None and pod.status.pod_ip and pod.status.phase == "Running":
+            if not pod.status.pod_ip.startswith("127."):
+                log.error("%s: pod IP %s is not a loopback address; refusing to run it", pod.metadata.name, pod.status.pod_ip)
+                return
+            run = self.prepare(pod)
+            with self.lock:
+                self.pods[uid] = run
+
+    def stop_all(self) -> None:
+        with self.lock:
+            runs, self.pods = list(self.pods.values()), {}
+        for run in runs:
+            self._stop(run)
+
+    def watch_forever(self, stop: threading.Event) -> None:
+        selector = f"spec.nodeName={self.node}"
+        while not stop.is_set():
+            try:
+                pods = self.api.list_pod_for_all_namespaces(field_selector=selector)
+                seen = {p.metadata.uid for p in pods.items}
+                for pod in pods.items:
+                    self.observe(pod, deleted=False)
+                with self.lock:
+                    vanished = [run for uid, run in self.pods.items() if uid not in seen]
+                for run in vanished:
+                    with self.lock:
+                        self.pods.pop(run.uid, None)
+                    self._stop(run)
+                stream = watch.Watch().stream(
+                    self.api.list_pod_for_all_namespaces,
+                    field_selector=selector,
+                    resource_version=pods.metadata.resource_version,
+                    timeout_seconds=60,
+                )
+                for event in stream:
+                    self.observe(event["object"], deleted=event["type"] == "DELETED")
+                    if stop.is_set():
+                        break
+            except Exception as error:  # the API server restarting must not kill the node
+                log.warning("watch failed (%s); retrying", error)
+                stop.wait(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--node", default="edge-local")
+    parser.add_argument("--work-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config.load_kube_config(args.kubeconfig)
+    work = args.work_dir or Path(args.kubeconfig).parent / "localnode"
+    node = LocalNode(client.CoreV1Api(), args.node, work)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    watcher = threading.Thread(target=node.watch_forever, args=(stop,), daemon=True)
+    watcher.start()
+    log.info("running the Triton containers of pods on node %s (work dir %s)", args.node, work)
+    while not stop.is_set():
+        node.supervise()
+        stop.wait(0.5)
+    node.stop_all()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Kubernetes objects for one tenant: ConfigMap (Triton config), Deployment, Service. Pure.
+
+Every object is owned by its InferenceTenant (garbage-collected with it) and carries the same labels,
+so the operator finds a tenant's pods by `edgetenant.io/tenant=<name>`. The Triton config comes from the
+same renderer the data plane and the tuning loop use (`edgetenant.render.triton`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from edgetenant.api.models import GROUP, VERSION, AcceleratorClass, InferenceTenant
+from edgetenant.render.triton import (
+    DEFAULT_MODEL_FILENAMES,
+    TritonModelSpec,
+    build_dynamic_batching,
+    render_model_config,
+)
+
+MANAGER: Final = "edgetenant"
+TENANT_LABEL: Final = "edgetenant.io/tenant"
+MODEL_REPOSITORY: Final = "/models"
+HTTP_PORT: Final = 8000
+GRPC_PORT: Final = 8001
+METRICS_PORT: Final = 8002
+# The tenant's pods are restricted-PSS compliant; Triton's images run fine as this user.
+RUN_AS_USER: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RenderSettings:
+    """Operator-wide knobs that shape every tenant's workload."""
+
+    fetcher_image: str = "ghcr.io/edgetenant/model-fetcher:0.1.0"
+    cpu_request: str = "250m"
+    default_memory_mib: int = 512
+
+
+def served_model_name(tenant: InferenceTenant) -> str:
+    return tenant.spec.model.name or str(tenant.metadata.name)
+
+
+def tenant_labels(tenant: InferenceTenant) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "triton",
+        "app.kubernetes.io/instance": str(tenant.metadata.name),
+        "app.kubernetes.io/managed-by": MANAGER,
+        "app.kubernetes.io/part-of": "edgetenant",
+        TENANT_LABEL: str(tenant.metadata.name),
+    }
+
+
+def owner_reference(tenant: InferenceTenant) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceTenant",
+        "name": tenant.metadata.name,
+        "uid": tenant.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(tenant: InferenceTenant, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": tenant.metadata.namespace,
+        "labels": tenant_labels(tenant),
+        "ownerReferences": [owner_reference(tenant)],
+    }
+
+
+def config_map_name(tenant: InferenceTenant) -> str:
+    return f"{tenant.metadata.name}-triton-config"
+
+
+def triton_spec(tenant: InferenceTenant, klass: AcceleratorClass, instance_count: int) -> TritonModelSpec:
+    """The Triton model config for this tenant on this class, at this instance count."""
+    model = tenant.spec.model
+    backend = klass.backend_for(model.format)
+    if backend is None:
+        raise ValueError(f"AcceleratorClass {klass.metadata.name} does not support format {model.format}")
+    batching = tenant.spec.batching
+    dynamic = build_dynamic_batching(
+        str(batching.mode),
+        max_queue_delay_microseconds=batching.max_queue_delay_microseconds,
+        preferred_batch_sizes=tuple(batching.preferred_batch_sizes or ()),
+    )
+    threads = backend.parameters.get("threadsPerInstance")
+    extra = tuple(sorted((k, v) for k, v in backend.parameters.items() if k != "threadsPerInstance"))
+    return TritonModelSpec(
+        name=served_model_name(tenant),
+        format=str(model.format),
+        backend=backend.backend,
+        max_batch_size=model.max_batch_size,
+        instance_count=instance_count,
+        instance_kind=str(klass.spec.instance_kind),
+        threads_per_instance=int(threads) if threads else None,
+        dynamic_batching=dynamic if model.max_batch_size > 0 else None,
+        parameters=extra,
+    )
+
+
+def render_config_map(tenant: InferenceTenant, spec: TritonModelSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(tenant, config_map_name(tenant)),
+        "data": {"config.pbtxt": render_model_config(spec)},
+    }
+
+
+def memory_request_mib(tenant: InferenceTenant, settings: RenderSettings) -> int:
+    return tenant.spec.model.memory_hint_mib or settings.default_memory_mib
+
+
+def render_deployment(
+    tenant: InferenceTenant,
+    klass: AcceleratorClass,
+    node: str,
+    spec: TritonModelSpec,
+    settings: RenderSettings,
+) -> dict[str, Any]:
+    """Triton on the planned node, with the model fetched by an init container."""
+    name = str(tenant.metadata.name)
+    model = served_model_name(tenant)
+    backend = klass.backend_for(tenant.spec.model.format)
+    assert backend is not None  # triton_spec already refused an unsupported format
+    labels = tenant_labels(tenant)
+    model_dir = f"{MODEL_REPOSITORY}/{model}"
+    model_file = f"{model_dir}/1/{DEFAULT_MODEL_FILENAMES[str(tenant.spec.model.format)]}"
+    container_security = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    memory = memory_request_mib(tenant, settings)
+    resources: dict[str, Any] = {
+        "requests": {"cpu": settings.cpu_request, "memory": f"{memory}Mi"},
+        "limits": {},
+    }
+    if klass.spec.resource_name:
+        # Extended resources are requested through limits (requests default to them).
+        resources["limits"][klass.spec.resource_name] = "1"
+    tolerations = [
+        t.model_dump(by_alias=True, exclude_none=True, mode="json")
+        for t in [*klass.spec.tolerations, *tenant.spec.placement.tolerations]
+    ]
+    probe = {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5}
+    pod_spec: dict[str, Any] = {
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+                    ]
+                }
+            }
+        },
+        "tolerations": tolerations,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,
+        "initContainers": [
+            {
+                "name": "fetch-model",
+                "image": settings.fetcher_image,
+                "command": ["python", "-m", "edgetenant.dataplane.fetch"],
+                "args": [
+                    f"--uri={tenant.spec.model.uri}",
+                    f"--dest={model_file}",
+                    f"--backend={backend.backend}",
+                ],
+                "securityContext": container_security,
+                "volumeMounts": [{"name": "model-repository", "mountPath": MODEL_REPOSITORY}],
+            }
+        ],
+        "containers": [
+            {
+                "name": "triton",
+                "image": backend.image,
+                "command": ["tritonserver"],
+                "args": [
+                    f"--model-repository={MODEL_REPOSITORY}",
+                    "--model-control-mode=explicit",
+                    f"--load-model={model}",
+                    "--strict-model-config=false",
+                    f"--http-port={HTTP_PORT}",
+                    f"--grpc-port={GRPC_PORT}",
+                    f"--metrics-port={METRICS_PORT}",
+                    "--allow-metrics=true",
+                    "--metrics-config=summary_latencies=true",
+                    "--exit-on-error=false",
+                ],
+                "ports": [
+                    {"name": "http", "containerPort": HTTP_PORT},
+                    {"name": "grpc", "containerPort": GRPC_PORT},
+                    {"name": "metrics", "containerPort": METRICS_PORT},
+                ],
+                "resources": resources,
+                "readinessProbe": probe,
+                "startupProbe": {**probe, "failureThreshold": 60},
+                "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10},
+                "securityContext": container_security,
+                "volumeMounts": [
+                    {"name": "model-repository", "mountPath": MODEL_REPOSITORY},
+                    # A subPath mount so the tuned instance count in the ConfigMap is what a restarted
+                    # container starts with; live changes go through Triton's model-control API.
+                    {"name": "model-config", "mountPath": f"{model_dir}/config.pbtxt", "subPath": "config.pbtxt"},
+                ],
+            }
+        ],
+        "volumes": [
+            {"name": "model-repository", "emptyDir": {}},
+            {"name": "model-config", "configMap": {"name": config_map_name(tenant)}},
+        ],
+    }
+    if klass.spec.runtime_class_name:
+        pod_spec["runtimeClassName"] = klass.spec.runtime_class_name
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(tenant, name),
+        "spec": {
+            "replicas": tenant.spec.replicas,
+            "selector": {"matchLabels": {TENANT_LABEL: name}},
+            # Make-before-break: a moved pod is up before the old one goes.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(METRICS_PORT),
+                        "prometheus.io/path": "/metrics",
+                        "edgetenant.io/accelerator-class": str(klass.metadata.name),
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def render_service(tenant: InferenceTenant) -> dict[str, Any]:
+    name = str(tenant.metadata.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(tenant, name),
+        "spec": {
+            "selector": {TENANT_LABEL: name},
+            "ports": [
+                {"name": "http", "port": HTTP_PORT, "targetPort": "http"},
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc"},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"},
+            ],
+        },
+    }
+
+
+def endpoint(tenant: InferenceTenant) -> str:
+    return f"http://{tenant.metadata.name}.{tenant.metadata.namespace}.svc:{HTTP_PORT}/v2/models/{served_model_name(tenant)}"
+
+
+def render_all(
+    tenant: InferenceTenant,
+    klass: AcceleratorClass,
+    node: str,
+    instance_count: int,
+    settings: RenderSettings,
+) -> list[dict[str, Any]]:
+    """Every object the tenant needs, in apply order (config before the pods that mount it)."""
+    spec = triton_spec(tenant, klass, instance_count)
+    return [
+        render_config_map(tenant, spec),
+        render_service(tenant),
+        render_deployment(tenant, klass, node, spec, settings),
+    ]
