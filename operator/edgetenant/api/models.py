@@ -44,16 +44,14 @@ class CelRule:
     `on` names the property (wire name) the rule sits on; None puts it on the model's own
     object. `field_path` and `reason` are passed to the API server so the error points at the
     offending field. The same rules are evaluated offline by `edgetenant.api.validation`.
+    (No FieldValueDuplicate: the API server drops the message for that reason.)
     """
 
     rule: str
     message: str
     on: str | None = None
     field_path: str | None = None
-    reason: (
-        Literal["FieldValueInvalid", "FieldValueRequired", "FieldValueForbidden", "FieldValueDuplicate"]
-        | None
-    ) = None
+    reason: Literal["FieldValueInvalid", "FieldValueRequired", "FieldValueForbidden"] | None = None
 
 
 class ApiModel(BaseModel):
@@ -363,7 +361,6 @@ class Batching(ApiModel):
             rule="self.all(b, self.exists_one(c, c == b))",
             message="batching.preferredBatchSizes must not repeat a size",
             on="preferredBatchSizes",
-            reason="FieldValueDuplicate",
         ),
     )
 
@@ -427,7 +424,6 @@ class InferenceTenantSpec(ApiModel):
             rule="self.all(c, self.exists_one(d, d == c))",
             message="acceleratorClasses must not list a class twice",
             on="acceleratorClasses",
-            reason="FieldValueDuplicate",
         ),
     )
 
@@ -500,6 +496,10 @@ class Condition(ApiModel):
     )
 
 
+# Conditions are a map keyed by type, so server-side apply merges them per type.
+_CONDITIONS_LIST: dict[str, Any] = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+
+
 class ConcurrencyStatus(ApiModel):
     """The instance count per replica now, the one being applied, and the learned limit."""
 
@@ -570,6 +570,7 @@ class InferenceTenantStatus(ApiModel):
         default_factory=list,
         max_length=32,
         description="Ready, Reconciling, Stalled, Placed, ModelLoaded, MetricsAvailable, SLOMet.",
+        json_schema_extra=_CONDITIONS_LIST,
     )
     model_name: str | None = Field(default=None, description="Name the model is served under.")
     active_placement: DevicePlacement | None = Field(
@@ -723,7 +724,6 @@ class AcceleratorClassSpec(ApiModel):
             rule="self.all(f, self.exists_one(g, g.format == f.format))",
             message="formats must list each model format once",
             on="formats",
-            reason="FieldValueDuplicate",
         ),
     )
 
@@ -791,7 +791,9 @@ class AcceleratorClassStatus(ApiModel):
         default_factory=list, description="Nodes offering this class."
     )
     devices: int | None = Field(default=None, ge=0, description="Devices of this class in the cluster.")
-    conditions: list[Condition] = Field(default_factory=list, max_length=32, description="Conditions.")
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=32, description="Conditions.", json_schema_extra=_CONDITIONS_LIST
+    )
 
 
 class AcceleratorClass(_Resource):
@@ -860,7 +862,6 @@ class ModelProfileSpec(ApiModel):
             "q.concurrency == p.concurrency && q.batchSize == p.batchSize))",
             message="points must not repeat a (concurrency, batchSize) pair",
             on="points",
-            reason="FieldValueDuplicate",
         ),
     )
 
