@@ -61,6 +61,11 @@ class Signals(_Frozen):
     window_s: float = Field(gt=0)
     sample_age_s: float = Field(default=0.0, ge=0, description="age of the newest scrape at `at`")
     throughput: float = Field(ge=0, description="successful inferences per second")
+    request_rate: float | None = Field(
+        default=None,
+        ge=0,
+        description="successful requests per second (= throughput without client batching)",
+    )
     queue_ms: float = Field(ge=0, description="mean queue time per request")
     compute_ms: float = Field(ge=0, description="mean compute (infer) time per request")
     latency_p95_ms: float | None = Field(default=None, ge=0)
@@ -77,7 +82,8 @@ class Signals(_Frozen):
     @property
     def busy_instances(self) -> float:
         """Little's law: mean number of instances computing at once."""
-        return self.throughput * self.compute_ms / 1000.0
+        rate = self.throughput if self.request_rate is None else self.request_rate
+        return rate * self.compute_ms / 1000.0
 
     @property
     def failure_ratio(self) -> float:

@@ -1,0 +1,157 @@
+"""Prometheus adapter: Triton's ``nv_inference_*`` metrics for one model, read as ``tuning.Signals``.
+
+Every PromQL query the project runs is written once, here (``QUERIES``). A selector picks
+the model and, for the operator, the tenant's pods by their scrape labels; rates sum over
+the selected pods. Foreign errors (requests, prometheus-api-client) become
+``edgetenant.errors.MetricsUnavailable``. The client is synchronous: async callers use
+``read_signals``, which runs it in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
+
+from edgetenant.errors import MetricsUnavailable
+from edgetenant.tuning.data import Signals
+
+# {sel} is the label selector body, {w} the rate window (e.g. "20s"). Durations in Triton
+# are cumulative microseconds over requests, so their rate over the request rate is the
+# mean per request. p95 comes from Triton's latency summary (--metrics-config
+# summary_latencies=true); across pods the worst pod's p95 is the honest figure.
+QUERIES: Final[dict[str, str]] = {
+    "throughput": "sum(rate(nv_inference_count{{{sel}}}[{w}]))",
+    "requests": "sum(rate(nv_inference_request_success{{{sel}}}[{w}]))",
+    "failures": "sum(rate(nv_inference_request_failure{{{sel}}}[{w}]))",
+    "queue_us": "sum(rate(nv_inference_queue_duration_us{{{sel}}}[{w}]))",
+    "compute_us": "sum(rate(nv_inference_compute_infer_duration_us{{{sel}}}[{w}]))",
+    "p95_us": 'max(nv_inference_request_summary_us{{{sel},quantile="0.95"}})',
+    "pending": "sum(nv_inference_pending_request_count{{{sel}}})",
+    "newest": "max(timestamp(nv_inference_count{{{sel}}}))",
+}
+# GPU memory is per device, not per model: selected by the pod labels only. Jetson boards
+# and CPUs export nothing here, so it is optional.
+MEMORY_QUERY: Final = "sum(nv_gpu_memory_used_bytes{{{sel}}})"
+
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class SignalQuery:
+    """Which series describe one tenant's model.
+
+    ``labels`` are exact matches on scrape labels (e.g. ``{"namespace": "shop", "pod": ...}``),
+    ``label_regexes`` regex matches (e.g. ``{"pod": "shop-resnet-.*"}``). ``window_s`` is
+    the rate window; it must span at least two scrapes.
+    """
+
+    model: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    label_regexes: Mapping[str, str] = field(default_factory=dict)
+    window_s: float = 20.0
+    read_memory: bool = True
+
+    def selector(self, *, with_model: bool = True) -> str:
+        matchers = [f'model="{_escape(self.model)}"'] if with_model else []
+        for name, value in sorted(self.labels.items()):
+            matchers.append(f'{_label(name)}="{_escape(value)}"')
+        for name, value in sorted(self.label_regexes.items()):
+            matchers.append(f'{_label(name)}=~"{_escape(value)}"')
+        return ",".join(matchers)
+
+    def window(self) -> str:
+        return f"{max(round(self.window_s * 1000), 1)}ms"
+
+    def promql(self) -> dict[str, str]:
+        """The queries for this model, by name (what ``read_signals`` sends)."""
+        queries = {name: q.format(sel=self.selector(), w=self.window()) for name, q in QUERIES.items()}
+        pod_selector = self.selector(with_model=False)
+        if self.read_memory and pod_selector:
+            queries["memory_bytes"] = MEMORY_QUERY.format(sel=pod_selector)
+        return queries
+
+
+def connect(url: str, *, timeout_s: float = 5.0) -> PrometheusConnect:
+    """A client that fails fast: one retry, no backoff (the control loop retries next interval)."""
+    return PrometheusConnect(
+        url=url,
+        disable_ssl=True,
+        retry=Retry(total=1, backoff_factor=0, status_forcelist=(502, 503, 504)),
+        timeout=max(1, math.ceil(timeout_s)),
+    )
+
+
+def query_signals(client: PrometheusConnect, query: SignalQuery, *, at: datetime | None = None) -> Signals:
+    """Read one model's signals as of ``at`` (default: now). Blocking.
+
+    Raises MetricsUnavailable when Prometheus cannot be reached or holds no recent sample of
+    the model's ``nv_inference_count``.
+    """
+    at = at or datetime.now(UTC)
+    values = {name: _scalar(client, promql, at) for name, promql in query.promql().items()}
+    newest = values["newest"]
+    if newest is None or values["throughput"] is None:
+        raise MetricsUnavailable(
+            f"Prometheus at {client.url} has no samples of nv_inference_count{{{query.selector()}}} "
+            f"in the last {query.window_s:.0f}s"
+        )
+    requests_rate = values["requests"] or 0.0
+    per_request = 1000.0 * requests_rate  # us/s over req/s -> us per request, then /1000 -> ms
+
+    def mean_ms(total_us_per_s: float | None) -> float:
+        return (total_us_per_s or 0.0) / per_request if per_request > 0 else 0.0
+
+    memory_bytes = values.get("memory_bytes")
+    p95_us = values["p95_us"]
+    return Signals(
+        at=at,
+        window_s=query.window_s,
+        sample_age_s=max(at.timestamp() - newest, 0.0),
+        throughput=max(values["throughput"], 0.0),
+        request_rate=max(requests_rate, 0.0),
+        queue_ms=max(mean_ms(values["queue_us"]), 0.0),
+        compute_ms=max(mean_ms(values["compute_us"]), 0.0),
+        latency_p95_ms=None if p95_us is None else p95_us / 1000.0,
+        failure_rate=max(values["failures"] or 0.0, 0.0),
+        pending=values["pending"],
+        memory_used_mib=None if memory_bytes is None else memory_bytes / 2**20,
+    )
+
+
+async def read_signals(
+    client: PrometheusConnect, query: SignalQuery, *, at: datetime | None = None
+) -> Signals:
+    """``query_signals`` off the event loop."""
+    return await asyncio.to_thread(query_signals, client, query, at=at)
+
+
+def _scalar(client: PrometheusConnect, promql: str, at: datetime) -> float | None:
+    """The single value of an aggregated instant query; None when no series matched (or NaN)."""
+    try:
+        result: list[dict[str, Any]] = client.custom_query(promql, params={"time": f"{at.timestamp():.3f}"})
+    except (requests.RequestException, PrometheusApiClientException) as exc:
+        raise MetricsUnavailable(f"Prometheus at {client.url} did not answer {promql!r}: {exc}") from exc
+    if not result:
+        return None
+    value = float(result[0]["value"][1])
+    return None if math.isnan(value) else value
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _label(name: str) -> str:
+    if not _LABEL_NAME.match(name):
+        raise ValueError(f"{name!r} is not a Prometheus label name")
+    return name
