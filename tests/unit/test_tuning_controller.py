@@ -168,16 +168,20 @@ def test_spec_change_below_current_clamps_at_once() -> None:
 def test_failed_load_backs_off_and_records_the_ceiling() -> None:
     state = initial_state(TunerConfig(initial=2, max=8))
     up = step(state, saturated(at(10), throughput=70, instances=2), at(10))
-    assert up.action is Action.SCALE_UP and up.target == 3
+    assert up.action is Action.SCALE_UP
+    assert up.target == 3
 
     back = load_failed(up, at(10.2), "out of memory")
     assert back.action is Action.BACK_OFF
-    assert back.target == 2 and back.state.current == 2
-    assert back.ceiling == 3 and back.state.ceiling == 3
+    assert back.target == 2
+    assert back.state.current == 2
+    assert back.ceiling == 3
+    assert back.state.ceiling == 3
     assert "out of memory" in back.reason
 
     later = step(back.state, saturated(at(30), throughput=70, instances=2), at(30))
-    assert later.action is Action.HOLD and later.target == 2
+    assert later.action is Action.HOLD
+    assert later.target == 2
     assert "ceiling" in later.reason
 
 
@@ -209,11 +213,13 @@ def test_queueing_that_breaks_the_slo_below_saturation_climbs_and_keeps_a_step_t
     slow = Signals(at=at(10), window_s=WINDOW, throughput=55, queue_ms=30, compute_ms=20, latency_p95_ms=90)
     up = step(state, slow, at(10))
     assert up.action is Action.SCALE_UP
-    assert up.state.probe is not None and up.state.probe.goal == "latency"
+    assert up.state.probe is not None
+    assert up.state.probe.goal == "latency"
     better = Signals(at=at(20), window_s=WINDOW, throughput=55, queue_ms=5, compute_ms=20, latency_p95_ms=40)
     kept = step(up.state, better, at(20))
     assert kept.target == 3
-    assert kept.state.probe is None and kept.state.knee is None
+    assert kept.state.probe is None
+    assert kept.state.knee is None
 
 
 def test_holds_at_the_knee_until_the_reprobe_time() -> None:
@@ -222,7 +228,8 @@ def test_holds_at_the_knee_until_the_reprobe_time() -> None:
     held = step(state, saturated(at(100), throughput=70, instances=2), at(100))
     assert held.action is Action.HOLD
     reprobe = step(held.state, saturated(at(310), throughput=70, instances=2), at(310))
-    assert reprobe.action is Action.SCALE_UP and reprobe.target == 3
+    assert reprobe.action is Action.SCALE_UP
+    assert reprobe.target == 3
 
 
 def test_memory_guard_uses_reported_memory_only() -> None:
@@ -251,7 +258,8 @@ def test_fixed_mode_is_honoured_whatever_the_signals() -> None:
     assert all(d.action is Action.HOLD for d in decisions)
 
     moved = step(state.model_copy(update={"current": 1}), None, at(50))
-    assert moved.action is Action.FIXED and moved.target == 3
+    assert moved.action is Action.FIXED
+    assert moved.target == 3
 
 
 def test_batching_is_tried_once_the_count_settles_and_dropped_when_it_gains_nothing() -> None:
@@ -260,9 +268,11 @@ def test_batching_is_tried_once_the_count_settles_and_dropped_when_it_gains_noth
     first = step(state, saturated(at(10), throughput=70, instances=2), at(10))
     assert first.action is Action.HOLD
     tried = step(first.state, saturated(at(20), throughput=70, instances=2), at(20))
-    assert tried.action is Action.ENABLE_BATCHING and tried.batching
+    assert tried.action is Action.ENABLE_BATCHING
+    assert tried.batching
     dropped = step(tried.state, saturated(at(30), throughput=71, instances=2), at(30))
-    assert dropped.action is Action.DISABLE_BATCHING and not dropped.batching
+    assert dropped.action is Action.DISABLE_BATCHING
+    assert not dropped.batching
     assert dropped.state.batching_verdict is False
     after = run(dropped.state, [saturated(at(40 + 10 * i), throughput=70, instances=2) for i in range(6)])
     assert all(d.action is Action.HOLD and not d.batching for d in after)
@@ -274,7 +284,8 @@ def test_batching_that_helps_is_kept() -> None:
     tried = step(state, saturated(at(10), throughput=70, instances=2), at(10))
     assert tried.action is Action.ENABLE_BATCHING
     kept = step(tried.state, saturated(at(20), throughput=120, instances=2), at(20))
-    assert kept.batching and kept.state.batching_verdict is True
+    assert kept.batching
+    assert kept.state.batching_verdict is True
 
 
 def test_batching_off_and_fixed_follow_the_spec() -> None:
