@@ -38,7 +38,7 @@ def saturated(
         "latency_p95_ms": p95 if p95 is not None else 5 * compute_ms,
     }
     values.update(extra)
-    return Signals(at=now, window_s=WINDOW, throughput=throughput, **values)  # type: ignore[arg-type]
+    return Signals(at=now, window_s=WINDOW, throughput=throughput, **values)
 
 
 def idle(now: datetime, *, throughput: float = 1.0, compute_ms: float = 20.0) -> Signals:
