@@ -92,9 +92,12 @@ class ConcurrencyMode(StrEnum):
 
 
 class BatchingMode(StrEnum):
+    # The wire value is "Disabled", not "Off": YAML 1.1 parsers (PyYAML, kubectl's) read an
+    # unquoted Off as the boolean false, which the API server would refuse with a type error.
     AUTO = "Auto"
-    OFF = "Off"
+    OFF = "Disabled"
     FIXED = "Fixed"
+    DISABLED = "Disabled"  # alias of OFF
 
 
 class SharingMode(StrEnum):
@@ -367,7 +370,7 @@ class Batching(ApiModel):
     mode: BatchingMode = Field(
         default=BatchingMode.AUTO,
         description="Auto: the operator turns dynamic batching on and sets its delay from the SLO. "
-        "Off: no dynamic batching. Fixed: use the parameters given here.",
+        "Disabled: no dynamic batching. Fixed: use the parameters given here.",
     )
     max_queue_delay_microseconds: int | None = Field(
         default=None,

@@ -233,14 +233,10 @@ def _translate(error: jsonschema.ValidationError, path: str) -> list[FieldError]
         missing = [name for name in limit if name not in value]
         return [FieldError(_join(path, name), "Required value") for name in missing]
     if rule == "type":
-        expected = limit
-        return [
-            FieldError(
-                path,
-                "Invalid value",
-                f'"{_go_type(value)}": {path} in body must be of type {expected}: "{_go_type(value)}"',
-            )
-        ]
+        detail = f'"{_go_type(value)}": {path} in body must be of type {limit}: "{_go_type(value)}"'
+        if isinstance(value, bool) and limit == "string":
+            detail += " (YAML reads unquoted yes/no/on/off/true/false as booleans: quote the value)"
+        return [FieldError(path, "Invalid value", detail)]
     if rule == "enum":
         supported = ", ".join(json.dumps(v) for v in limit)
         return [FieldError(path, "Unsupported value", f"{_shown(value)}: supported values: {supported}")]

@@ -1,0 +1,98 @@
+"""`edgetenant validate`: check manifests offline and print them with defaults applied.
+
+Each object of the edgetenant.io group is checked the way the API server checks it (strict
+unknown-field check, schema, defaults, CEL rules from the generated CRDs); other objects (Nodes,
+Namespaces, ...) pass through unchanged. Errors go to stderr, one per line, naming the file,
+the object and the field; the resolved objects go to stdout. Exit status 1 on any error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgetenant.api.models import iter_documents, manifest_files
+from edgetenant.api.validation import is_edgetenant, validate_manifest
+
+
+def _describe(obj: dict[str, Any]) -> str:
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    assert isinstance(metadata, dict)
+    name = metadata.get("name") or metadata.get("generateName") or "<unnamed>"
+    namespace = metadata.get("namespace")
+    return f"{obj.get('kind', '<no kind>')} {namespace + '/' if namespace else ''}{name}"
+
+
+def _read(source: str) -> list[tuple[str, str]]:
+    """(label, text) for each file named by `source` ('-' is stdin)."""
+    if source == "-":
+        return [("<stdin>", sys.stdin.read())]
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{source}: no such file or directory")
+    return [(str(p), p.read_text()) for p in manifest_files([path])]
+
+
+def validate_sources(sources: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Resolved objects and error lines for the given files and directories."""
+    resolved: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for source in sources:
+        try:
+            files = _read(source)
+        except (FileNotFoundError, OSError) as exc:
+            problems.append(str(exc))
+            continue
+        for label, text in files:
+            try:
+                documents = iter_documents(text)
+            except (yaml.YAMLError, ValueError) as exc:
+                problems.append(f"{label}: not valid YAML: {exc}")
+                continue
+            for document in documents:
+                if not is_edgetenant(document):
+                    resolved.append(document)
+                    continue
+                result = validate_manifest(document)
+                problems += [f"{label}: {_describe(document)}: {error}" for error in result.errors]
+                if result.ok:
+                    resolved.append(result.obj)
+    return resolved, problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="edgetenant validate",
+        description="Validate InferenceTenant, AcceleratorClass and ModelProfile manifests the way the "
+        "API server will, and print them with defaults applied.",
+    )
+    parser.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="FILE_OR_DIR",
+        help="manifest file, directory (walked for *.yaml) or - for stdin; repeatable",
+    )
+    parser.add_argument(
+        "-o", "--output", choices=["yaml", "json", "none"], default="yaml", help="output format"
+    )
+    args = parser.parse_args(argv)
+
+    resolved, problems = validate_sources(args.filename)
+    if args.output == "yaml":
+        sys.stdout.write(yaml.safe_dump_all(resolved, sort_keys=False, width=120))
+    elif args.output == "json":
+        print(json.dumps({"apiVersion": "v1", "kind": "List", "items": resolved}, indent=2))
+    sys.stdout.flush()  # keep the resolved objects ahead of the error report on a shared terminal
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    ours = sum(1 for obj in resolved if is_edgetenant(obj))
+    verdict = f"{len(problems)} problem(s)" if problems else "all valid"
+    print(f"edgetenant validate: {ours} object(s) valid, {verdict}", file=sys.stderr)
+    return 1 if problems else 0
