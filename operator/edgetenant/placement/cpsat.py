@@ -1,0 +1,203 @@
+"""The reference model as a CP-SAT program. Pure: no I/O; the only clock is CP-SAT's own limit.
+
+Linearisation of the sharing rule (served_t = demand_t * min(1, 1/U_d), U_d = sum u_t):
+every tenant on a device is served the same fraction f_d = min(1, 1/U_d) of its demand, so
+  x_o        bool, tenant t takes option o = (device d, concurrency c)
+  F_d        int in [0, S], f_d = F_d / S (S = FRACTION_SCALE)
+  W_o        int in [0, S], W_o >= F_d when x_o            (W_o = F_d * x_o at the optimum)
+  sum_o ceil(M u_o) W_o <= M S                              (f_d * U_d <= 1, u rounded up)
+  Z_td       int in [0, S], Z_td <= F_d, Z_td <= S * sum_c x_tdc   (served fraction of t on d)
+  maximise   sum a_t Z_td + move bonus, a_t = round(A * priority_t * demand_t)
+Maximisation pushes F_d up to floor(S / U_d) (capped at S), so the program's objective is the
+reference objective with f rounded down to 1/S and u rounded up to 1/M: never optimistic, and
+within about 1/(S f_d) of it. Devices whose possible tenants can never saturate them get F_d = S
+fixed and no W/Z variables. The plan's objective is always recomputed exactly by `evaluate`.
+
+Ties are not in the program: an objective with a tie-break term below the main one makes
+CP-SAT prove a lexicographic optimum (10-20x slower on small instances). `greedy.polish` breaks
+ties afterwards instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ortools.sat.python import cp_model
+
+from edgetenant.placement.problem import Assignment, Choice, Problem
+
+FRACTION_SCALE = 10_000  # S
+UTILISATION_SCALE = 10_000  # M
+WEIGHT_SCALE = 100_000  # the largest priority x demand maps to this integer
+
+
+@dataclass(frozen=True, slots=True)
+class CpSatResult:
+    assignment: dict[str, Choice]
+    optimal: bool
+    bound: float | None  # upper bound in reference units (scaled model; see module docstring)
+    status: str
+    wall_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Option:
+    tenant: int
+    device: int
+    concurrency: int
+    u: float
+    memory: float
+
+
+def solve_cpsat(
+    problem: Problem,
+    *,
+    time_limit_s: float,
+    hint: Assignment | None = None,
+    candidates: dict[int, set[int]] | None = None,
+    num_workers: int = 1,
+    seed: int = 0,
+) -> CpSatResult | None:
+    """Best assignment CP-SAT finds, or None when it finds none in time.
+
+    `candidates` (tenant index -> device indices) restricts the model for large instances.
+    """
+    options: list[_Option] = []
+    for t, tc in enumerate(problem.tenants):
+        allowed = candidates.get(t) if candidates is not None else None
+        for cc in tc.classes:
+            for d in cc.devices:
+                if (tc.pinned and d != tc.current) or (allowed is not None and d not in allowed):
+                    continue
+                for level in cc.levels:
+                    u = tc.tenant.demand / level.throughput
+                    options.append(_Option(t, d, level.concurrency, u, level.memory_mib))
+    if not options:
+        return CpSatResult({}, True, _constant(problem), "OPTIMAL", 0.0)
+
+    pd = [tc.tenant.priority * tc.tenant.demand for tc in problem.tenants]
+    scale = _weight_scale(max(pd))
+    weight = [round(v * scale) for v in pd]
+    move_bonus = round(problem.move_cost * scale * FRACTION_SCALE)
+
+    model = cp_model.CpModel()
+    x = [model.new_bool_var(f"x{i}") for i in range(len(options))]
+    by_tenant: dict[int, list[int]] = {}
+    by_device: dict[int, list[int]] = {}
+    by_pair: dict[tuple[int, int], list[int]] = {}
+    tenants_on: dict[int, list[int]] = {}
+    for i, o in enumerate(options):
+        by_tenant.setdefault(o.tenant, []).append(i)
+        by_device.setdefault(o.device, []).append(i)
+        if (o.tenant, o.device) not in by_pair:
+            tenants_on.setdefault(o.device, []).append(o.tenant)
+        by_pair.setdefault((o.tenant, o.device), []).append(i)
+    for members in by_tenant.values():
+        model.add_at_most_one(x[i] for i in members)
+
+    main: list[cp_model.LinearExprT] = []
+    fraction: dict[int, cp_model.IntVar] = {}
+    served_parts: dict[int, list[cp_model.IntVar]] = {}
+    hint_choice = _hint_indices(problem, options, hint)
+    for d, members in by_device.items():
+        device = problem.devices[d]
+        # Memory in 1/1000 MiB: tenant sizes rounded up, the device rounded down, never over.
+        mem_coeffs = [math.ceil(options[i].memory * 1000 - 1e-6) for i in members]
+        capacity = math.floor(device.memory_mib * 1000 + 1e-6)
+        model.add(sum(c * x[i] for c, i in zip(mem_coeffs, members, strict=True)) <= capacity)
+        model.add(sum(x[i] for i in members) <= device.slots)
+        # Can the tenants that might land here ever saturate it? If not, f_d = 1.
+        worst = sorted((max(options[i].u for i in by_pair[(t, d)]) for t in tenants_on[d]), reverse=True)
+        if sum(worst[: device.slots]) <= 1.0:
+            for i in members:
+                main.append(weight[options[i].tenant] * FRACTION_SCALE * x[i])
+            continue
+        f = model.new_int_var(0, FRACTION_SCALE, f"f{d}")
+        fraction[d] = f
+        w_terms = []
+        for i in members:
+            w = model.new_int_var(0, FRACTION_SCALE, f"w{i}")
+            model.add(w >= f).only_enforce_if(x[i])
+            w_terms.append(math.ceil(options[i].u * UTILISATION_SCALE) * w)
+        model.add(sum(w_terms) <= UTILISATION_SCALE * FRACTION_SCALE)
+        for t in tenants_on[d]:
+            pair = by_pair[(t, d)]
+            z = model.new_int_var(0, FRACTION_SCALE, f"z{t}_{d}")
+            model.add(z <= f)
+            model.add(z <= FRACTION_SCALE * sum(x[i] for i in pair))
+            main.append(weight[t] * z)
+            served_parts.setdefault(t, []).append(z)
+
+    # Redundant but it lets propagation see that a tenant is served at most once.
+    for t, parts in served_parts.items():
+        fixed = [x[i] for i in by_tenant[t] if options[i].device not in fraction]
+        model.add(sum(parts) + FRACTION_SCALE * sum(fixed) <= FRACTION_SCALE)
+
+    for t, tc in enumerate(problem.tenants):
+        if tc.current is not None:
+            for i in by_pair.get((t, tc.current), []):
+                main.append(move_bonus * x[i])
+
+    model.maximize(sum(main))
+
+    if hint is not None:
+        _add_hints(model, options=options, x=x, fraction=fraction, chosen=hint_choice, by_device=by_device)
+
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = max(time_limit_s, 0.001)
+    solver.parameters.num_workers = num_workers
+    solver.parameters.random_seed = seed
+    status = solver.solve(model)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    chosen = {
+        problem.tenants[o.tenant].tenant.key: Choice(problem.devices[o.device].ref, o.concurrency)
+        for i, o in enumerate(options)
+        if solver.boolean_value(x[i])
+    }
+    bound = solver.best_objective_bound / (scale * FRACTION_SCALE) + _constant(problem)
+    return CpSatResult(
+        assignment=chosen,
+        optimal=status == cp_model.OPTIMAL,
+        bound=bound,
+        status=solver.status_name(status),
+        wall_s=solver.wall_time,
+    )
+
+
+def _weight_scale(largest: float) -> float:
+    return WEIGHT_SCALE / largest if largest > 0 else 1.0
+
+
+def _constant(problem: Problem) -> float:
+    """The objective's constant part: every tenant with a current placement pays the move cost
+    unless it stays (the program adds it back as a bonus for staying)."""
+    return -problem.move_cost * sum(1 for tc in problem.tenants if tc.tenant.current is not None)
+
+
+def _hint_indices(problem: Problem, options: list[_Option], hint: Assignment | None) -> set[int]:
+    if hint is None:
+        return set()
+    wanted = {
+        (problem.tenant_index[key], problem.device_index[c.device], c.concurrency) for key, c in hint.items()
+    }
+    return {i for i, o in enumerate(options) if (o.tenant, o.device, o.concurrency) in wanted}
+
+
+def _add_hints(
+    model: cp_model.CpModel,
+    *,
+    options: list[_Option],
+    x: list[cp_model.IntVar],
+    fraction: dict[int, cp_model.IntVar],
+    chosen: set[int],
+    by_device: dict[int, list[int]],
+) -> None:
+    for i, var in enumerate(x):
+        model.add_hint(var, i in chosen)
+    for d, f in fraction.items():
+        load = sum(math.ceil(options[i].u * UTILISATION_SCALE) for i in by_device[d] if i in chosen)
+        model.add_hint(
+            f, min(FRACTION_SCALE, (UTILISATION_SCALE * FRACTION_SCALE) // load) if load else FRACTION_SCALE
+        )

@@ -1,0 +1,85 @@
+"""`solve`: snapshot in, plan out. Greedy first (always available, and CP-SAT's warm start), then
+CP-SAT within the time limit; the plan keeps whichever scores higher under `evaluate`.
+Pure: no I/O. The clock is read only to report how long solving took, never to decide.
+
+Determinism: CP-SAT runs with a fixed seed, and by default one worker, where its search is
+deterministic; with the tie-break objective (cpsat.py) an optimum it proves is also unique up to
+equal rank sums. More workers (`num_workers`) search faster but may return a different plan of
+equal objective from run to run, and so can a run stopped by the time limit.
+"""
+
+from __future__ import annotations
+
+import time
+
+from edgetenant.placement.baselines import BASELINES
+from edgetenant.placement.greedy import polish, shortlist, solve_greedy
+from edgetenant.placement.plan import Plan, build_plan
+from edgetenant.placement.problem import DEFAULT_MOVE_COST, Problem, compile_problem, evaluate
+from edgetenant.placement.snapshot import Snapshot
+
+# Above this many (tenant, device, concurrency) options CP-SAT gets a shortlist of devices per tenant.
+FULL_MODEL_OPTIONS = 20_000
+SHORTLIST_DEVICES = 6
+
+
+def _options(problem: Problem) -> int:
+    return sum(
+        (1 if tc.pinned else len(cc.devices)) * len(cc.levels) for tc in problem.tenants for cc in tc.classes
+    )
+
+
+def solve(
+    snapshot: Snapshot,
+    *,
+    time_limit_s: float = 2.0,
+    move_cost: float = DEFAULT_MOVE_COST,
+    num_workers: int = 1,
+    seed: int = 0,
+    use_cpsat: bool = True,
+    shortlist_devices: int = SHORTLIST_DEVICES,
+) -> Plan:
+    """Place every tenant it can; never raises for "does not fit" (the plan says why)."""
+    if use_cpsat:
+        # Imported here, before the clock starts: loading ortools takes seconds the first time.
+        from edgetenant.placement.cpsat import solve_cpsat  # noqa: PLC0415
+    started = time.perf_counter()
+    problem = compile_problem(snapshot, move_cost=move_cost)
+    greedy = solve_greedy(problem)
+    best, name, optimal, bound = greedy, "greedy", False, None
+    if use_cpsat and problem.tenants:
+        candidates = None
+        if _options(problem) > FULL_MODEL_OPTIONS:
+            candidates = shortlist(problem, greedy, per_tenant=shortlist_devices)
+        remaining = time_limit_s - (time.perf_counter() - started)
+        result = solve_cpsat(
+            problem,
+            time_limit_s=max(remaining, 0.05),
+            hint=greedy,
+            candidates=candidates,
+            num_workers=num_workers,
+            seed=seed,
+        )
+        if result is not None and evaluate(problem, result.assignment) >= evaluate(problem, greedy) - 1e-9:
+            best = result.assignment
+            name = "cp-sat" if candidates is None else "cp-sat (shortlist)"
+            optimal = result.optimal and candidates is None
+            bound = result.bound
+    return build_plan(
+        problem,
+        polish(problem, best),
+        solver=name,
+        solve_ms=(time.perf_counter() - started) * 1000.0,
+        optimal=optimal,
+        bound=bound,
+    )
+
+
+def solve_baseline(snapshot: Snapshot, name: str, *, move_cost: float = DEFAULT_MOVE_COST) -> Plan:
+    """Plan with one of the baselines (`BASELINES`), scored by the same objective."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+    started = time.perf_counter()
+    problem = compile_problem(snapshot, move_cost=move_cost)
+    assignment = BASELINES[name](problem)
+    return build_plan(problem, assignment, solver=name, solve_ms=(time.perf_counter() - started) * 1000.0)
