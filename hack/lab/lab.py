@@ -143,7 +143,9 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float, proc_pid: i
         if proc_pid is not None and not alive(proc_pid):
             raise RuntimeError(f"{what}: the process exited; see its log in {lab_dir() / 'logs'}")
         time.sleep(0.25)
-    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}; logs are in {lab_dir() / 'logs'}")
+    raise RuntimeError(
+        f"timed out after {timeout:.0f} s waiting for {what}; logs are in {lab_dir() / 'logs'}"
+    )
 
 
 def http_ok(url: str, token: str | None = None, ca: Path | None = None) -> bool:
@@ -171,19 +173,37 @@ def make_pki(pki: Path) -> None:
         "extendedKeyUsage=serverAuth,clientAuth\n"
     )
     run_quiet(["openssl", "genrsa", "-out", str(pki / "ca.key"), "2048"])
-    run_quiet(
-        ["openssl", "req", "-x509", "-new", "-key", str(pki / "ca.key"), "-days", "3650"]
-        + ["-subj", "/CN=edgetenant-lab-ca", "-out", str(pki / "ca.crt")]
-    )
+    ca = ["-key", str(pki / "ca.key"), "-days", "3650", "-subj", "/CN=edgetenant-lab-ca"]
+    run_quiet(["openssl", "req", "-x509", "-new", *ca, "-out", str(pki / "ca.crt")])
     run_quiet(["openssl", "genrsa", "-out", str(pki / "apiserver.key"), "2048"])
+    csr = pki / "apiserver.csr"
     run_quiet(
-        ["openssl", "req", "-new", "-key", str(pki / "apiserver.key"), "-subj", "/CN=kube-apiserver"]
-        + ["-out", str(pki / "apiserver.csr")]
+        [
+            "openssl",
+            "req",
+            "-new",
+            "-key",
+            str(pki / "apiserver.key"),
+            "-subj",
+            "/CN=kube-apiserver",
+            "-out",
+            str(csr),
+        ]
     )
+    signer = ["-CA", str(pki / "ca.crt"), "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", "3650"]
     run_quiet(
-        ["openssl", "x509", "-req", "-in", str(pki / "apiserver.csr"), "-CA", str(pki / "ca.crt")]
-        + ["-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", "3650", "-extfile", str(ext)]
-        + ["-out", str(pki / "apiserver.crt")]
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            *signer,
+            "-extfile",
+            str(ext),
+            "-out",
+            str(pki / "apiserver.crt"),
+        ]
     )
     run_quiet(["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"])
 
@@ -376,6 +396,7 @@ def kubectl(state: LabState, *args: str, input_text: str | None = None, check: b
         input=input_text,
         capture_output=True,
         text=True,
+        check=False,
     )
     if check and result.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
@@ -386,7 +407,9 @@ def topology_nodes(path: Path) -> list[dict[str, Any]]:
     nodes = [doc for doc in yaml.safe_load_all(path.read_text()) if doc and doc.get("kind") == "Node"]
     cpus = str(os.cpu_count() or 1)
     mem_kib = next(
-        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
     )
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     for node in nodes:
@@ -402,13 +425,28 @@ def topology_nodes(path: Path) -> list[dict[str, Any]]:
     return nodes
 
 
+def topology_others(path: Path) -> list[dict[str, Any]]:
+    """Cluster objects in the topology besides Nodes (e.g. the RuntimeClass K3s registers)."""
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc and doc.get("kind") != "Node"]
+
+
 def create_nodes(state: LabState, nodes: list[dict[str, Any]]) -> None:
     for node in nodes:
         status = node.get("status", {})
         body = {k: v for k, v in node.items() if k != "status"}
-        kubectl(state, "apply", "--server-side", "--field-manager=edge-lab", "-f", "-", input_text=json.dumps(body))
+        kubectl(
+            state,
+            "apply",
+            "--server-side",
+            "--field-manager=edge-lab",
+            "-f",
+            "-",
+            input_text=json.dumps(body),
+        )
         # Capacity lives in the status subresource; set it like a kubelet would.
-        patch = {"status": {"capacity": status.get("capacity", {}), "allocatable": status.get("allocatable", {})}}
+        patch = {
+            "status": {"capacity": status.get("capacity", {}), "allocatable": status.get("allocatable", {})}
+        }
         kubectl(
             state,
             "patch",
@@ -456,11 +494,15 @@ def up(topology: Path, with_local_node: bool = True) -> LabState:
     try:
         with step("etcd"):
             pid = start(state, "etcd", commands["etcd"])
-            wait_until("etcd", lambda: http_ok(f"http://{LOOPBACK}:{state.ports.etcd_client}/health"), 30, pid)
+            wait_until(
+                "etcd", lambda: http_ok(f"http://{LOOPBACK}:{state.ports.etcd_client}/health"), 30, pid
+            )
         with step("kube-apiserver"):
             pid = start(state, "kube-apiserver", commands["kube-apiserver"])
             ca = d / "pki/ca.crt"
-            wait_until("kube-apiserver /readyz", lambda: http_ok(f"{state.server}/readyz", state.token, ca), 90, pid)
+            wait_until(
+                "kube-apiserver /readyz", lambda: http_ok(f"{state.server}/readyz", state.token, ca), 90, pid
+            )
         with step("kube-controller-manager and kube-scheduler"):
             for name in ("kube-controller-manager", "kube-scheduler"):
                 start(state, name, commands[name])
@@ -474,24 +516,47 @@ def up(topology: Path, with_local_node: bool = True) -> LabState:
             start(state, "kwok", commands["kwok"])
             nodes = topology_nodes(topology)
             create_nodes(state, nodes)
+            for other in topology_others(topology):
+                kubectl(
+                    state,
+                    "apply",
+                    "--server-side",
+                    "--field-manager=edge-lab",
+                    "-f",
+                    "-",
+                    input_text=json.dumps(other),
+                )
             names = [n["metadata"]["name"] for n in nodes]
             wait_until("all nodes Ready", lambda: nodes_ready(state, names), 60, state.pids["kwok"])
         with step("Prometheus (pods discovered through the API server)"):
-            kubectl(state, "apply", "--server-side", "--field-manager=edge-lab", "-f", str(HERE / "prometheus-rbac.yaml"))
-            token = kubectl(state, "create", "token", "prometheus", "-n", "kube-system", "--duration=8760h").strip()
+            kubectl(
+                state,
+                "apply",
+                "--server-side",
+                "--field-manager=edge-lab",
+                "-f",
+                str(HERE / "prometheus-rbac.yaml"),
+            )
+            token = kubectl(
+                state, "create", "token", "prometheus", "-n", "kube-system", "--duration=8760h"
+            ).strip()
             (d / "prometheus.token").write_text(token)
             (d / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(state), sort_keys=False))
             pid = start(state, "prometheus", commands["prometheus"])
             wait_until("prometheus ready", lambda: http_ok(f"{state.prometheus_url}/-/ready"), 60, pid)
         if with_local_node:
             with step("the real local node (Triton processes for pods on edge-local)"):
-                start(state, "localnode", [sys.executable, str(HERE / "localnode.py"), "--kubeconfig", str(state.kubeconfig)])
+                start(
+                    state,
+                    "localnode",
+                    [sys.executable, str(HERE / "localnode.py"), "--kubeconfig", str(state.kubeconfig)],
+                )
     except Exception:
         console.print("[red]✗[/] the lab did not come up; stopping what was started")
         down(remove_state=False)
         raise
     console.print(f"[bold green]The edge lab is up[/] in {time.monotonic() - started:.0f} s.")
-    console.print(f"  export KUBECONFIG={state.kubeconfig}   (or: eval \"$(hack/lab/lab env)\")")
+    console.print(f'  export KUBECONFIG={state.kubeconfig}   (or: eval "$(hack/lab/lab env)")')
     console.print("  kubectl get nodes -o wide")
     console.print(f"  Prometheus: {state.prometheus_url}   logs: {state.logs}")
     console.print("  hack/lab/lab down   stops everything it started")
@@ -559,7 +624,9 @@ def env(as_json: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hack/lab/lab", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="hack/lab/lab", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start the lab")
     p_up.add_argument("--topology", type=Path, default=HERE / "edge-lab.yaml")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import logging
 import os
 import shutil
@@ -30,6 +31,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,8 +66,12 @@ class PodRun:
     key: str
     ip: str
     root: Path
+    namespace: str = ""
+    name: str = ""
     containers: list[Container] = field(default_factory=list)
     failed: str = ""
+    ready: bool | None = None  # what we last told the API server
+    ready_url: str = ""
 
 
 class LocalNode:
@@ -93,7 +100,19 @@ class LocalNode:
             if mount.sub_path:
                 host = host / mount.sub_path
             pairs.append((mount.mount_path.rstrip("/"), host))
-        return sorted(pairs, key=lambda pair: len(pair[0]), reverse=True)
+        pairs.sort(key=lambda pair: len(pair[0]), reverse=True)
+        # A mount inside another mount (a ConfigMap key over a file in an emptyDir) becomes a
+        # symlink in the outer mount's directory, so both views see the same tree.
+        for inner, inner_host in pairs:
+            for outer, outer_host in pairs:
+                if inner != outer and inner.startswith(outer + "/"):
+                    link = outer_host / inner[len(outer) + 1 :]
+                    link.parent.mkdir(parents=True, exist_ok=True)
+                    if not link.is_symlink():
+                        link.unlink(missing_ok=True)
+                        link.symlink_to(inner_host)
+                    break
+        return pairs
 
     def _write_config_map(self, namespace: str, source: Any, directory: Path) -> None:
         cm = self.api.read_namespaced_config_map(source.name, namespace)
@@ -140,25 +159,111 @@ class LocalNode:
 
     def prepare(self, pod: Any) -> PodRun:
         key = f"{pod.metadata.namespace}/{pod.metadata.name}"
-        run = PodRun(uid=pod.metadata.uid, key=key, ip=pod.status.pod_ip, root=self.work / pod.metadata.uid)
+        run = PodRun(
+            uid=pod.metadata.uid,
+            key=key,
+            ip=pod.status.pod_ip,
+            root=self.work / pod.metadata.uid,
+            namespace=pod.metadata.namespace,
+            name=pod.metadata.name,
+        )
+        http_port = next(
+            (p.container_port for c in pod.spec.containers for p in c.ports or [] if p.name == "http"), 8000
+        )
+        run.ready_url = f"http://{run.ip}:{http_port}/v2/health/ready"
         run.root.mkdir(parents=True, exist_ok=True)
         for spec in pod.spec.containers:
             mounts = self._mounts(pod, run, spec)
             argv = self._argv(spec, mounts, run.ip)
-            run.containers.append(Container(spec.name, argv, self._env(spec, argv[0]), run.root / f"{spec.name}.log"))
+            run.containers.append(
+                Container(spec.name, argv, self._env(spec, argv[0]), run.root / f"{spec.name}.log")
+            )
         # Init containers run to completion, in order, before any main container starts.
         for spec in pod.spec.init_containers or []:
             mounts = self._mounts(pod, run, spec)
             argv = self._argv(spec, mounts, run.ip)
             with (run.root / f"init-{spec.name}.log").open("ab") as out:
                 result = subprocess.run(
-                    argv, env=self._env(spec, argv[0]), stdout=out, stderr=subprocess.STDOUT, timeout=600
+                    argv,
+                    env=self._env(spec, argv[0]),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=600,
+                    check=False,
                 )
             if result.returncode != 0:
                 run.failed = f"init container {spec.name} exited with {result.returncode}"
                 log.warning("%s: %s (log %s)", key, run.failed, run.root / f"init-{spec.name}.log")
+                tail = (
+                    (run.root / f"init-{spec.name}.log").read_text(errors="replace").strip().splitlines()[-3:]
+                )
+                self._report_init_failure(run, spec.name, result.returncode, " ".join(tail))
                 break
+        self._set_ready(run, False)
         return run
+
+    # --- what a kubelet reports --------------------------------------------------------------------
+    def _patch_status(self, run: PodRun, status: dict[str, Any]) -> None:
+        try:
+            self.api.patch_namespaced_pod_status(run.name, run.namespace, {"status": status})
+        except client.ApiException as error:
+            log.warning("%s: status patch failed: %s", run.key, error.reason)
+
+    def _report_init_failure(self, run: PodRun, container: str, code: int, message: str) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        terminated = {"exitCode": code, "reason": "Error", "message": message[-900:], "finishedAt": now}
+        self._patch_status(
+            run,
+            {
+                "initContainerStatuses": [
+                    {
+                        "name": container,
+                        "ready": False,
+                        "restartCount": 0,
+                        "image": "",
+                        "imageID": "",
+                        "state": {"terminated": terminated},
+                    }
+                ],
+                "conditions": [
+                    {"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized"}
+                ],
+            },
+        )
+        self._set_ready(run, False, force=True)
+
+    def _set_ready(self, run: PodRun, ready: bool, force: bool = False) -> None:
+        """Pod readiness follows Triton's /v2/health/ready, as the pod's readiness probe would."""
+        if run.ready == ready and not force:
+            return
+        run.ready = ready
+        value = "True" if ready else "False"
+        self._patch_status(
+            run,
+            {
+                "conditions": [
+                    {"type": "Ready", "status": value, "reason": "" if ready else "ContainersNotReady"},
+                    {
+                        "type": "ContainersReady",
+                        "status": value,
+                        "reason": "" if ready else "ContainersNotReady",
+                    },
+                ],
+                "containerStatuses": [{"name": c.name, "ready": ready} for c in run.containers],
+            },
+        )
+        log.info("%s: ready=%s", run.key, ready)
+
+    def probe(self) -> None:
+        with self.lock:
+            runs = [run for run in self.pods.values() if not run.failed]
+        for run in runs:
+            try:
+                with urllib.request.urlopen(run.ready_url, timeout=1) as response:
+                    ready = response.status == 200
+            except (urllib.error.URLError, OSError):
+                ready = False
+            self._set_ready(run, ready)
 
     # --- the process lifecycle -----------------------------------------------------------------------
     def supervise(self) -> None:
@@ -175,14 +280,24 @@ class LocalNode:
                 if c.popen is not None:
                     c.restarts += 1
                     delay = min(30.0, 2.0 ** min(c.restarts, 5))
-                    log.warning("%s/%s exited with %s; restarting in %.0f s", run.key, c.name, c.popen.returncode, delay)
+                    log.warning(
+                        "%s/%s exited with %s; restarting in %.0f s",
+                        run.key,
+                        c.name,
+                        c.popen.returncode,
+                        delay,
+                    )
                     c.popen = None
                     c.next_start = now + delay
                 if now >= c.next_start:
                     with c.log_path.open("ab") as out:
                         c.popen = subprocess.Popen(
-                            c.argv, env=c.env, stdout=out, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            c.argv,
+                            env=c.env,
+                            stdout=out,
+                            stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL,
+                            start_new_session=True,
                         )
                     log.info("%s/%s started (pid %d) at %s", run.key, c.name, c.popen.pid, run.ip)
 
@@ -200,15 +315,17 @@ class LocalNode:
             except ProcessLookupError:
                 pass
             # Python-backend stubs left in the container's process group.
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(c.popen.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         shutil.rmtree(run.root, ignore_errors=True)
 
     def observe(self, pod: Any, deleted: bool) -> None:
         uid = pod.metadata.uid
-        gone = deleted or pod.metadata.deletion_timestamp is not None or pod.status.phase in {"Succeeded", "Failed"}
+        gone = (
+            deleted
+            or pod.metadata.deletion_timestamp is not None
+            or pod.status.phase in {"Succeeded", "Failed"}
+        )
         with self.lock:
             run = self.pods.get(uid)
         if gone:
@@ -220,7 +337,11 @@ class LocalNode:
             return
         if run is None and pod.status.pod_ip and pod.status.phase == "Running":
             if not pod.status.pod_ip.startswith("127."):
-                log.error("%s: pod IP %s is not a loopback address; refusing to run it", pod.metadata.name, pod.status.pod_ip)
+                log.error(
+                    "%s: pod IP %s is not a loopback address; refusing to run it",
+                    pod.metadata.name,
+                    pod.status.pod_ip,
+                )
                 return
             run = self.prepare(pod)
             with self.lock:
@@ -279,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("running the Triton containers of pods on node %s (work dir %s)", args.node, work)
     while not stop.is_set():
         node.supervise()
-        stop.wait(0.5)
+        node.probe()
+        stop.wait(1.0)
     node.stop_all()
     log.info("stopped")
     return 0

@@ -207,13 +207,20 @@ def render_deployment(
                 "resources": resources,
                 "readinessProbe": probe,
                 "startupProbe": {**probe, "failureThreshold": 60},
-                "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10},
+                "livenessProbe": {
+                    "httpGet": {"path": "/v2/health/live", "port": "http"},
+                    "periodSeconds": 10,
+                },
                 "securityContext": container_security,
                 "volumeMounts": [
                     {"name": "model-repository", "mountPath": MODEL_REPOSITORY},
                     # A subPath mount so the tuned instance count in the ConfigMap is what a restarted
                     # container starts with; live changes go through Triton's model-control API.
-                    {"name": "model-config", "mountPath": f"{model_dir}/config.pbtxt", "subPath": "config.pbtxt"},
+                    {
+                        "name": "model-config",
+                        "mountPath": f"{model_dir}/config.pbtxt",
+                        "subPath": "config.pbtxt",
+                    },
                 ],
             }
         ],

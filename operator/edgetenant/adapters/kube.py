@@ -1,0 +1,161 @@
+"""The Kubernetes edge: server-side apply, status patches, Events, pods and EndpointSlices.
+
+The `kubernetes` client is synchronous, so every call runs in a worker thread and never blocks kopf's
+event loop. Foreign errors become the project's own: TransientError (retry later) or PermanentError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import DynamicApiError
+from urllib3.exceptions import HTTPError
+
+from edgetenant.api.models import GROUP, VERSION
+from edgetenant.errors import PermanentError, TransientError
+from edgetenant.render.kube import TENANT_LABEL
+
+FIELD_MANAGER: Final = "edgetenant"
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def load_config(kubeconfig: str | None = None) -> None:
+    """In-cluster config when running in a pod, else the kubeconfig (or $KUBECONFIG)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config(config_file=kubeconfig)
+
+
+def _translate(error: Exception, what: str) -> Exception:
+    status = getattr(error, "status", None)
+    if isinstance(error, (ApiException, DynamicApiError)) and status is not None:
+        if status in (409, 429) or status >= 500:
+            return TransientError(f"{what}: HTTP {status} {getattr(error, 'reason', '')}")
+        body = getattr(error, "body", "") or getattr(error, "summary", lambda: "")()
+        return PermanentError(f"{what}: HTTP {status}: {body}")
+    return TransientError(f"{what}: {error}")
+
+
+class Kube:
+    """The few API calls the operator makes, each in a thread, each with translated errors."""
+
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self.api_client = api_client or client.ApiClient()
+        self.core = client.CoreV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.discovery = client.DiscoveryV1Api(self.api_client)
+        self._dynamic: DynamicClient | None = None
+        self.requests = 0  # API requests made, for the reconcile benchmark
+
+    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+        self.requests += 1
+        try:
+            return await asyncio.to_thread(fn)
+        except (ApiException, DynamicApiError, HTTPError, OSError) as error:
+            raise _translate(error, what) from error
+
+    @property
+    def dynamic(self) -> DynamicClient:
+        if self._dynamic is None:
+            self._dynamic = DynamicClient(self.api_client)
+        return self._dynamic
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply with the operator's one field manager (forcing: we own these fields)."""
+        meta = obj["metadata"]
+        what = f"apply {obj['kind']} {meta.get('namespace', '')}/{meta['name']}"
+
+        def run() -> dict[str, Any]:
+            resource = self.dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
+            result = resource.server_side_apply(
+                body=obj,
+                name=meta["name"],
+                namespace=meta.get("namespace"),
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+            )
+            applied: dict[str, Any] = result.to_dict()
+            return applied
+
+        return await self._call(what, run)
+
+    async def patch_tenant_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """A merge patch of the status subresource: the operator never writes spec."""
+        await self._call(
+            f"patch status of InferenceTenant {namespace}/{name}",
+            lambda: self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, "inferencetenants", name, {"status": status}
+            ),
+        )
+
+    async def tenant_pods(self, namespace: str, tenant: str) -> list[dict[str, Any]]:
+        result = await self._call(
+            f"list pods of {namespace}/{tenant}",
+            lambda: self.core.list_namespaced_pod(namespace, label_selector=f"{TENANT_LABEL}={tenant}"),
+        )
+        pods: list[dict[str, Any]] = self.api_client.sanitize_for_serialization(result.items)
+        return pods
+
+    async def ready_endpoints(self, namespace: str, service: str) -> list[tuple[str, str]]:
+        """(pod name, IP) of every ready endpoint of the Service, from its EndpointSlices."""
+        slices = await self._call(
+            f"list EndpointSlices of {namespace}/{service}",
+            lambda: self.discovery.list_namespaced_endpoint_slice(
+                namespace, label_selector=f"kubernetes.io/service-name={service}"
+            ),
+        )
+        found: list[tuple[str, str]] = []
+        for endpoint_slice in slices.items:
+            for endpoint in endpoint_slice.endpoints or []:
+                if endpoint.conditions is not None and endpoint.conditions.ready is False:
+                    continue
+                pod = endpoint.target_ref.name if endpoint.target_ref else ""
+                found.extend((pod, address) for address in endpoint.addresses)
+        return sorted(found)
+
+    async def upsert_model_profile(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create or update a ModelProfile (the tuning loop's learned points)."""
+        await self.apply(body)
+
+    async def post_event(
+        self,
+        involved: dict[str, Any],
+        event_type: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        meta = involved["metadata"]
+        now = datetime.now(UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
+            involved_object=client.V1ObjectReference(
+                api_version=involved["apiVersion"],
+                kind=involved["kind"],
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta.get("uid"),
+                resource_version=meta.get("resourceVersion"),
+            ),
+            type=event_type,
+            reason=reason,
+            message=message[:1024],
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component="edgetenant"),
+            reporting_component="edgetenant.io/operator",
+            reporting_instance="edgetenant",
+        )
+        await self._call(
+            f"post Event {reason} for {meta['namespace']}/{meta['name']}",
+            lambda: self.core.create_namespaced_event(meta["namespace"], body),
+        )

@@ -1,0 +1,329 @@
+"""Observe → decide → act for the whole cluster, level-based and idempotent.
+
+kopf's watches keep `ClusterCache` current (handlers.py). Whenever something placement-relevant
+changes, the planner solves the whole cluster again (placement.solve, with move costs, so an unchanged
+cluster yields the same plan); every tenant is then reconciled against the plan: its ConfigMap, Service
+and Deployment are server-side applied (only when what is rendered differs from what was last applied),
+Triton on each pod is asked whether the model is ready, and the status and Events are written. Killed
+halfway, the next pass finishes the job: nothing is remembered that the cluster does not also say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pydantic
+
+from edgetenant.adapters.kube import Kube
+from edgetenant.adapters.triton import TritonClient
+from edgetenant.api.models import AcceleratorClass, ConcurrencyMode, InferenceTenant
+from edgetenant.errors import EdgeTenantError, PermanentError
+from edgetenant.placement import Placement, Plan, snapshot_from_objects, solve
+from edgetenant.render.kube import HTTP_PORT, TENANT_LABEL, RenderSettings, endpoint, render_all
+from edgetenant.settings import Settings
+from edgetenant.status import Observation, PodView, desired_status, recent_moves, status_changed
+
+log = logging.getLogger(__name__)
+
+
+def tenant_key(body: dict[str, Any]) -> str:
+    return f"{body['metadata'].get('namespace', 'default')}/{body['metadata']['name']}"
+
+
+def _fingerprint(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class ClusterCache:
+    """The operator's view of the cluster, kept current by kopf's watch events."""
+
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    classes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tenants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)  # by namespace/name
+
+    def pods_of(self, key: str) -> list[dict[str, Any]]:
+        namespace, name = key.split("/", 1)
+        return [
+            pod
+            for pod in self.pods.values()
+            if pod["metadata"].get("namespace") == namespace
+            and pod["metadata"].get("labels", {}).get(TENANT_LABEL) == name
+        ]
+
+    def placement_inputs(self, now: datetime) -> list[dict[str, Any]]:
+        """Objects for the planner. A tenant's current device is its committed target (so a move in
+        flight is not re-decided), and its move count is recomputed for the current hour."""
+        objects: list[dict[str, Any]] = [
+            *self.nodes.values(),
+            *self.classes.values(),
+            *self.profiles.values(),
+        ]
+        for body in self.tenants.values():
+            if body["metadata"].get("deletionTimestamp"):
+                continue
+            tenant = {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")}
+            status = body.get("status") or {}
+            current = status.get("targetPlacement") or status.get("activePlacement")
+            tenant["status"] = {
+                "activePlacement": current,
+                "movesInLastHour": len(recent_moves(status.get("moveHistory", []), now)),
+                "concurrency": status.get("concurrency"),
+                "observed": status.get("observed"),
+            }
+            objects.append(tenant)
+        return objects
+
+    def placement_fingerprint(self, now: datetime) -> str:
+        def node_view(node: dict[str, Any]) -> Any:
+            conditions = node.get("status", {}).get("conditions", [])
+            ready = [c.get("status") for c in conditions if c.get("type") == "Ready"]
+            meta = node["metadata"]
+            return [
+                meta.get("labels"),
+                node.get("spec", {}).get("taints"),
+                node.get("status", {}).get("allocatable"),
+                ready,
+            ]
+
+        def tenant_view(obj: dict[str, Any]) -> Any:
+            if obj.get("kind") == "Node":
+                return node_view(obj)
+            return [obj["metadata"].get("name"), obj.get("spec"), obj.get("status")]
+
+        # Moves age out of the hour window: include the hour so the budget refreshes.
+        return _fingerprint([tenant_view(o) for o in self.placement_inputs(now)] + [now.strftime("%Y%m%d%H")])
+
+
+@dataclass
+class TenantMemory:
+    """Per-tenant facts that only save work: losing them costs an extra apply, nothing else."""
+
+    applied: str = ""  # fingerprint of the objects last applied
+    events: dict[str, float] = field(default_factory=dict)  # (reason+message) -> monotonic time posted
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, settings: Settings, triton: TritonClient | None = None) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.triton = triton or TritonClient(timeout_s=settings.triton_timeout_s)
+        self.cache = ClusterCache()
+        self.dirty = asyncio.Event()
+        self.dirty_keys: set[str] = set()
+        self.dirty_all = True
+        self.plan: Plan | None = None
+        self._plan_fingerprint = ""
+        self.memory: dict[str, TenantMemory] = {}
+        self.render_settings = RenderSettings(fetcher_image=settings.fetcher_image)
+        self.reconcile_seconds: list[float] = []  # for the benchmark and the operator's metrics
+
+    # --- the loop -------------------------------------------------------------------------------------
+    def trigger(self, key: str | None = None) -> None:
+        """Wake the loop: for one tenant (its pods changed), or for everyone (key None)."""
+        if key is None:
+            self.dirty_all = True
+        else:
+            self.dirty_keys.add(key)
+        self.dirty.set()
+
+    async def run_forever(self) -> None:
+        last_full = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.dirty.wait(), timeout=self.settings.resync_s)
+            await asyncio.sleep(self.settings.debounce_s)  # let a burst of watch events settle
+            self.dirty.clear()
+            full = self.dirty_all or time.monotonic() - last_full >= self.settings.resync_s
+            keys, self.dirty_keys, self.dirty_all = self.dirty_keys, set(), False
+            try:
+                await self.reconcile_all(None if full else keys)
+                if full:
+                    last_full = time.monotonic()
+            except Exception:
+                log.exception("reconcile pass failed; retrying on the next pass")
+                self.dirty_all = True
+                await asyncio.sleep(1)
+
+    def replan(self, now: datetime) -> Plan:
+        fingerprint = self.cache.placement_fingerprint(now)
+        if self.plan is None or fingerprint != self._plan_fingerprint:
+            snapshot = snapshot_from_objects(self.cache.placement_inputs(now))
+            self.plan = solve(
+                snapshot, time_limit_s=self.settings.solver_time_limit_s, move_cost=self.settings.move_cost
+            )
+            self._plan_fingerprint = fingerprint
+            log.info(
+                "planned %d tenants: %d placed, %d unplaced, %d moves, objective %.1f (%s, %.0f ms)",
+                len(snapshot.tenants),
+                len(self.plan.placements),
+                len(self.plan.unplaced),
+                self.plan.moves,
+                self.plan.objective,
+                self.plan.solver,
+                self.plan.solve_ms,
+            )
+        return self.plan
+
+    async def reconcile_all(self, keys: set[str] | None = None) -> None:
+        """Plan, then reconcile the given tenants (all when None, or when the plan changed)."""
+        now = datetime.now(UTC)
+        previous = self.plan
+        plan = await asyncio.to_thread(self.replan, now)
+        if plan is not previous or keys is None:
+            keys = set(self.cache.tenants)
+        placements = {p.tenant: p for p in plan.placements}
+        unplaced = {u.tenant: u.reason for u in plan.unplaced}
+        limit = asyncio.Semaphore(self.settings.parallel_reconciles)
+
+        async def one(key: str) -> None:
+            async with limit:
+                started = time.monotonic()
+                try:
+                    await self.reconcile_tenant(key, placements.get(key), unplaced.get(key))
+                except EdgeTenantError as error:
+                    log.warning("%s: %s", key, error)
+                self.reconcile_seconds.append(time.monotonic() - started)
+
+        await asyncio.gather(*(one(key) for key in sorted(keys) if key in self.cache.tenants))
+        self.reconcile_seconds = self.reconcile_seconds[-5000:]
+
+    # --- one tenant -----------------------------------------------------------------------------------
+    def spec_problem(self, tenant: InferenceTenant) -> str | None:
+        """Invalid in ways the schema cannot see: classes that do not exist."""
+        unknown = [name for name in tenant.spec.accelerator_classes if name not in self.cache.classes]
+        if unknown:
+            known = ", ".join(sorted(self.cache.classes)) or "none"
+            return f"unknown AcceleratorClass {', '.join(unknown)} (known: {known})"
+        return None
+
+    def instance_count(self, tenant: InferenceTenant, status: dict[str, Any]) -> int:
+        conc = tenant.spec.concurrency
+        if conc.mode == ConcurrencyMode.FIXED and conc.value:
+            return conc.value
+        target = (status.get("concurrency") or {}).get("target")
+        return int(target) if target else conc.initial
+
+    async def reconcile_tenant(
+        self, key: str, placement: Placement | None, unplaced_reason: str | None
+    ) -> None:
+        body = self.cache.tenants.get(key)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return
+        try:
+            tenant = InferenceTenant.model_validate(body)
+        except pydantic.ValidationError as error:
+            # The schema should have refused it; say so instead of crashing the pass.
+            raise PermanentError(f"{key} does not parse: {error.errors()[:2]}") from error
+        status = copy.deepcopy(body.get("status") or {})
+        memory = self.memory.setdefault(key, TenantMemory())
+        problem = self.spec_problem(tenant)
+        instances = self.instance_count(tenant, status)
+        resource = ""
+        if placement is not None and problem is None:
+            klass = AcceleratorClass.model_validate(self.cache.classes[placement.accelerator_class])
+            resource = klass.spec.resource_name
+            objects = render_all(tenant, klass, placement.node, instances, self.render_settings)
+            fingerprint = _fingerprint(objects)
+            if fingerprint != memory.applied:
+                for obj in objects:
+                    await self.kube.apply(obj)
+                memory.applied = fingerprint
+        pods = await self.observe_pods(key, tenant)
+        obs = Observation(
+            generation=int(tenant.metadata.generation or 0),
+            placement=placement if problem is None else None,
+            unplaced_reason=unplaced_reason,
+            spec_problem=problem,
+            pods=pods,
+            instance_count=instances,
+            endpoint=endpoint(tenant) if placement is not None else None,
+            resource=resource,
+            selector=f"{TENANT_LABEL}={tenant.metadata.name}",
+            replicas=len(pods),
+            estimated=bool(placement and placement.estimated),
+        )
+        new = desired_status(status, obs, datetime.now(UTC))
+        if status_changed(status, new):
+            await self.kube.patch_tenant_status(
+                str(tenant.metadata.namespace), str(tenant.metadata.name), new
+            )
+            body["status"] = {**status, **new}  # our own write, visible before the watch echoes it
+        for event_type, reason, message in obs.events:
+            await self.event(body, memory, event_type, reason, message)
+
+    async def observe_pods(self, key: str, tenant: InferenceTenant) -> tuple[PodView, ...]:
+        model = tenant.spec.model.name or str(tenant.metadata.name)
+        views = await asyncio.gather(*(self._pod_view(pod, model) for pod in self.cache.pods_of(key)))
+        return tuple(sorted(views, key=lambda v: v.name))
+
+    async def _pod_view(self, pod: dict[str, Any], model: str) -> PodView:
+        meta, spec, st = pod["metadata"], pod.get("spec", {}), pod.get("status", {})
+        fetch_failed = ""
+        for init in st.get("initContainerStatuses") or []:
+            terminated = (init.get("state") or {}).get("terminated") or {}
+            if terminated.get("exitCode", 0) != 0:
+                fetch_failed = (
+                    f"{init['name']} failed: {terminated.get('message') or terminated.get('reason', 'error')}"
+                )
+        ip = st.get("podIP")
+        ready, message = False, "no pod IP yet"
+        if meta.get("deletionTimestamp"):
+            message = "terminating"
+        elif ip and st.get("phase") == "Running":
+            ready, message = await self.triton.model_ready(f"http://{ip}:{HTTP_PORT}", model)
+        return PodView(
+            name=meta["name"],
+            node=spec.get("nodeName"),
+            ip=ip,
+            phase=st.get("phase", "Pending"),
+            model_ready=ready,
+            message="" if ready else message,
+            fetch_failed=fetch_failed,
+        )
+
+    async def event(
+        self, body: dict[str, Any], memory: TenantMemory, event_type: str, reason: str, message: str
+    ) -> None:
+        """Post an Event, at most once per reason+message per rate-limit window."""
+        now = time.monotonic()
+        token = f"{reason}:{message}"
+        if now - memory.events.get(token, -1e9) < self.settings.event_interval_s:
+            return
+        memory.events[token] = now
+        try:
+            await self.kube.post_event(body, event_type, reason, message)
+        except EdgeTenantError as error:
+            log.warning("could not post event %s: %s", reason, error)
+
+    # --- cache maintenance (called by the kopf handlers) ------------------------------------------
+    def forget(self, key: str) -> None:
+        self.memory.pop(key, None)
+
+    def forget_applied(self, key: str) -> None:
+        """A child was deleted or changed by someone else: re-apply on the next pass."""
+        if key in self.memory:
+            self.memory[key].applied = ""
+
+
+def tenants_on(cache: ClusterCache, node: str) -> Iterable[str]:
+    for key, body in cache.tenants.items():
+        target = (body.get("status") or {}).get("targetPlacement") or {}
+        if target.get("node") == node:
+            yield key
+
+
+def stale_after(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)

@@ -1,0 +1,237 @@
+"""What a tenant's status should say, from what was observed. Pure: no I/O, time passed in.
+
+The reconciler observes (the plan, the tenant's pods, what Triton on each pod answers) and this module
+turns that into the status block and the Events that announce changes. Conditions follow kstatus:
+Ready, Reconciling and Stalled, plus Placed and ModelLoaded; MetricsAvailable and SLOMet belong to
+the tuning loop and are carried over untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from edgetenant.placement import Placement
+
+MOVE_WINDOW = timedelta(hours=1)
+MAX_MOVE_HISTORY = 10
+OWNED_CONDITIONS = ("Ready", "Reconciling", "Stalled", "Placed", "ModelLoaded")
+
+
+@dataclass(frozen=True, slots=True)
+class PodView:
+    """One serving pod as the operator saw it, including Triton's own answer."""
+
+    name: str
+    node: str | None
+    ip: str | None
+    phase: str
+    model_ready: bool
+    message: str  # why not ready, in words ("" when ready)
+    fetch_failed: str = ""  # the model fetcher's error, when its init container failed
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """Everything the status is computed from for one tenant at one moment."""
+
+    generation: int
+    placement: Placement | None
+    unplaced_reason: str | None
+    spec_problem: str | None  # invalid in ways the schema cannot catch (unknown class, bad URI)
+    pods: tuple[PodView, ...]
+    instance_count: int
+    endpoint: str | None
+    resource: str
+    selector: str
+    replicas: int
+    estimated: bool = False
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # filled by desired_status
+
+
+def _iso(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def _condition(
+    previous: dict[str, dict[str, Any]],
+    kind: str,
+    status: bool | None,
+    reason: str,
+    message: str,
+    *,
+    generation: int,
+    now: datetime,
+) -> dict[str, Any]:
+    value = "Unknown" if status is None else ("True" if status else "False")
+    old = previous.get(kind)
+    changed = old is None or old.get("status") != value
+    return {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": _iso(now) if changed else old["lastTransitionTime"],  # type: ignore[index]
+        "observedGeneration": generation,
+    }
+
+
+def placement_dict(p: Placement, resource: str, basis: str) -> dict[str, Any]:
+    return {
+        "node": p.node,
+        "acceleratorClass": p.accelerator_class,
+        "resource": resource,
+        "device": str(p.device),
+        "basis": basis,
+    }
+
+
+def recent_moves(history: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    cutoff = now - MOVE_WINDOW
+    return [m for m in history if datetime.fromisoformat(str(m["at"]).replace("Z", "+00:00")) >= cutoff]
+
+
+def same_device(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (a["node"], a["acceleratorClass"], str(a.get("device", "0"))) == (
+        b["node"],
+        b["acceleratorClass"],
+        str(b.get("device", "0")),
+    )
+
+
+def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict[str, Any]:
+    """The new status block. Appends (type, reason, message) Events for what changed to obs.events."""
+    previous = {c["type"]: c for c in old.get("conditions", [])}
+    gen = obs.generation
+    cond = functools.partial(_condition, previous, generation=gen, now=now)
+    status: dict[str, Any] = {"observedGeneration": gen}
+    target = old.get("targetPlacement")
+    active = old.get("activePlacement")
+    history = list(old.get("moveHistory", []))
+
+    # --- Placed ---------------------------------------------------------------------------------
+    if obs.spec_problem:
+        placed = cond("Placed", False, "InvalidSpec", obs.spec_problem)
+        if previous.get("Stalled", {}).get("message") != obs.spec_problem:
+            obs.events.append(("Warning", "InvalidSpec", obs.spec_problem))
+    elif obs.placement is None:
+        why = obs.unplaced_reason or "the planner found no feasible device"
+        placed = cond("Placed", False, "Unschedulable", why)
+        if previous.get("Placed", {}).get("message") != why:
+            obs.events.append(("Warning", "Unschedulable", why))
+    else:
+        p = obs.placement
+        basis = "Estimate" if obs.estimated else "Profile"
+        new_target = placement_dict(p, obs.resource, basis)
+        where = f"{p.accelerator_class} device {p.device} on node {p.node}"
+        message = f"{where}; predicted {p.predicted_throughput:.1f} req/s, p95 {p.predicted_p95_ms:.0f} ms"
+        if obs.estimated:
+            message += " (estimated: no ModelProfile yet)"
+        placed = cond("Placed", True, "Placed", message)
+        if target is None:
+            obs.events.append(("Normal", "Placed", f"placed on {where}"))
+        elif not same_device(target, new_target):
+            history.append({"at": _iso(now), "from": target, "to": new_target, "reason": "re-planned"})
+            obs.events.append(
+                (
+                    "Normal",
+                    "MoveStarted",
+                    f"moving from {target['acceleratorClass']} on {target['node']} to {where}",
+                )
+            )
+        target = new_target
+    status["targetPlacement"] = target
+
+    # --- ModelLoaded / activePlacement ------------------------------------------------------------
+    ready_pods = [pod for pod in obs.pods if pod.model_ready]
+    on_target = [pod for pod in ready_pods if target is not None and pod.node == target["node"]]
+    if on_target and target is not None:
+        new_active: dict[str, Any] | None = target
+    elif ready_pods and active is not None and any(pod.node == active["node"] for pod in ready_pods):
+        new_active = active  # make-before-break: the old copy serves until the new one is ready
+    elif ready_pods:
+        new_active = None
+    else:
+        new_active = active if any(pod.node == (active or {}).get("node") for pod in obs.pods) else None
+    arrived = new_active is not None and target is not None and same_device(new_active, target)
+    if arrived and active is not None and not same_device(active, target):
+        obs.events.append(("Normal", "MoveCompleted", f"now served on {target['node']}"))
+    status["activePlacement"] = new_active
+
+    fetch_errors = [pod.fetch_failed for pod in obs.pods if pod.fetch_failed]
+    if on_target:
+        loaded = cond(
+            "ModelLoaded",
+            True,
+            "ModelReady",
+            f"Triton reports the model ready on {len(on_target)} pod(s)",
+            gen,
+            now,
+        )
+    elif fetch_errors:
+        loaded = cond("ModelLoaded", False, "ModelFetchFailed", fetch_errors[0])
+    elif obs.pods:
+        why = "; ".join(f"{pod.name}: {pod.message}" for pod in obs.pods if pod.message)[:1000]
+        loaded = cond("ModelLoaded", False, "ModelNotReady", why or "waiting for Triton")
+    else:
+        loaded = cond("ModelLoaded", False, "NoPods", "no serving pod exists yet")
+    if loaded["status"] != previous.get("ModelLoaded", {}).get("status"):
+        if loaded["status"] == "True":
+            obs.events.append(("Normal", "ModelLoaded", loaded["message"]))
+        elif loaded["reason"] == "ModelFetchFailed":
+            obs.events.append(("Warning", "ModelFetchFailed", loaded["message"]))
+
+    # --- kstatus: Ready, Reconciling, Stalled ------------------------------------------------------
+    ready = placed["status"] == "True" and loaded["status"] == "True" and same_device(new_active, target)
+    stalled_reason = placed["reason"] if placed["reason"] in {"InvalidSpec", "Unschedulable"} else None
+    if obs.spec_problem or (stalled_reason and not ready_pods):
+        stalled = cond("Stalled", True, str(stalled_reason), placed["message"])
+    elif loaded["reason"] == "ModelFetchFailed":
+        stalled = cond("Stalled", True, "ModelFetchFailed", loaded["message"])
+    else:
+        stalled = cond("Stalled", False, "Progressing", "")
+    if ready:
+        ready_c = cond("Ready", True, "Serving", loaded["message"])
+        reconciling = cond("Reconciling", False, "Settled", "")
+    else:
+        why = placed["message"] if placed["status"] != "True" else loaded["message"]
+        ready_c = cond(
+            "Ready",
+            False,
+            placed["reason"] if placed["status"] != "True" else loaded["reason"],
+            why,
+            gen,
+            now,
+        )
+        progressing = stalled["status"] != "True"
+        reconciling = cond(
+            "Reconciling",
+            progressing,
+            "Progressing" if progressing else "Stalled",
+            why if progressing else "",
+            gen,
+            now,
+        )
+    carried = [c for c in old.get("conditions", []) if c["type"] not in OWNED_CONDITIONS]
+    status["conditions"] = [ready_c, reconciling, stalled, placed, loaded, *carried]
+
+    moves = recent_moves(history, now)
+    status["moveHistory"] = history[-MAX_MOVE_HISTORY:]
+    status["movesInLastHour"] = len(moves)
+    status["endpoint"] = obs.endpoint
+    status["replicas"] = obs.replicas
+    status["selector"] = obs.selector
+    concurrency = dict(old.get("concurrency") or {})
+    concurrency.setdefault("target", obs.instance_count)
+    concurrency.setdefault("current", obs.instance_count if on_target else 0)
+    status["concurrency"] = concurrency
+    return status
+
+
+def status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """True when writing `new` would change anything (so a second reconcile writes nothing)."""
+    return any(old.get(key) != value for key, value in new.items())
