@@ -289,7 +289,7 @@ def test_batching_that_helps_is_kept() -> None:
 
 
 def test_batching_off_and_fixed_follow_the_spec() -> None:
-    off = initial_state(TunerConfig(batching=BatchingMode.OFF, max_batch_size=8)).model_copy(
+    off = initial_state(TunerConfig(batching=BatchingMode.DISABLED, max_batch_size=8)).model_copy(
         update={"batching": True}
     )
     assert step(off, idle(at(10)), at(10)).action is Action.DISABLE_BATCHING

@@ -4,9 +4,9 @@
 edges; importing this package does no I/O.
 """
 
+from edgetenant.api.models import BatchingMode
 from edgetenant.tuning.data import (
     Action,
-    BatchingMode,
     Decision,
     LearnedPoint,
     Mode,
@@ -14,9 +14,10 @@ from edgetenant.tuning.data import (
     Signals,
     TunerConfig,
     TunerState,
+    config_for_tenant,
     initial_state,
 )
-from edgetenant.tuning.policy import bounds, load_failed, step
+from edgetenant.tuning.policy import bounds, load_failed, not_applied, step
 
 __all__ = [
     "Action",
@@ -29,7 +30,9 @@ __all__ = [
     "TunerConfig",
     "TunerState",
     "bounds",
+    "config_for_tenant",
     "initial_state",
     "load_failed",
+    "not_applied",
     "step",
 ]

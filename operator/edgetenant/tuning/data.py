@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from edgetenant.api.models import BatchingMode, ConcurrencyMode, InferenceTenant
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(
@@ -25,15 +27,8 @@ class _Frozen(BaseModel):
     )
 
 
-class Mode(StrEnum):
-    AUTO = "Auto"
-    FIXED = "Fixed"
-
-
-class BatchingMode(StrEnum):
-    AUTO = "Auto"  # the controller tries dynamic batching once the instance count has settled
-    OFF = "Off"
-    FIXED = "Fixed"  # always on, with the tenant's own batching settings
+# The tenant's own enums, so the spec's values pass straight through.
+Mode = ConcurrencyMode
 
 
 class Action(StrEnum):
@@ -119,7 +114,7 @@ class TunerConfig(_Frozen):
     ceiling: int | None = Field(
         default=None, ge=1, description="known failing concurrency (e.g. from a ModelProfile)"
     )
-    batching: BatchingMode = BatchingMode.OFF
+    batching: BatchingMode = BatchingMode.DISABLED
     max_batch_size: int = Field(default=0, ge=0)
     memory_limit_mib: float | None = Field(
         default=None, gt=0, description="device memory this tenant may use; only used when reported"
@@ -266,6 +261,28 @@ class Decision(_Frozen):
             "reason": self.reason,
             "signals": self.signals.summary() if self.signals else {},
         }
+
+
+def config_for_tenant(tenant: InferenceTenant, *, ceiling: int | None = None, **policy: Any) -> TunerConfig:
+    """The tenant's knobs (concurrency, SLO, batching, max batch size) plus policy parameters.
+
+    ``ceiling`` is a known failing concurrency, e.g. a ModelProfile's; ``policy`` overrides
+    the policy's defaults (e.g. ``down_cooldown_s=30``).
+    """
+    spec = tenant.spec
+    return TunerConfig(
+        mode=spec.concurrency.mode,
+        min=spec.concurrency.min,
+        max=spec.concurrency.max,
+        initial=spec.concurrency.initial,
+        value=spec.concurrency.value,
+        slo_p95_ms=spec.slo.latency_p95_ms,
+        ceiling=ceiling,
+        batching=spec.batching.mode,
+        max_batch_size=spec.model.max_batch_size,
+        memory_limit_mib=policy.pop("memory_limit_mib", None),
+        **policy,
+    )
 
 
 def initial_state(config: TunerConfig) -> TunerState:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from edgetenant.api.models import BatchingMode
 from edgetenant.tuning.data import (
     Action,
-    BatchingMode,
     Decision,
     LearnedPoint,
     Mode,
@@ -39,7 +39,7 @@ def bounds(state: TunerState) -> tuple[int, int]:
 
 
 def batching_allowed(state: TunerState) -> bool:
-    return state.config.max_batch_size > 1 and state.config.batching is not BatchingMode.OFF
+    return state.config.max_batch_size > 1 and state.config.batching is not BatchingMode.DISABLED
 
 
 def step(state: TunerState, signals: Signals | None, now: datetime) -> Decision:
@@ -119,7 +119,38 @@ def load_failed(decision: Decision, now: datetime, message: str) -> Decision:
 
     Goes back to the previous setting and records the attempted instance count as the ceiling.
     """
+    return _undo(decision, now, message, learn_ceiling=True)
+
+
+def not_applied(decision: Decision, now: datetime, message: str) -> Decision:
+    """The decision could not be applied for a reason that says nothing about the model
+    (Triton unreachable): keep the previous setting, learn nothing, try again next interval."""
+    return _undo(decision, now, message, learn_ceiling=False)
+
+
+def _undo(decision: Decision, now: datetime, message: str, *, learn_ceiling: bool) -> Decision:
     state = decision.state
+    if not learn_ceiling:
+        kept = state.model_copy(
+            update={
+                "current": decision.previous,
+                "batching": decision.previous_batching,
+                "probe": None,
+                # Some pods may have taken the change before the others failed: wait a full window.
+                "last_change_at": now,
+            }
+        )
+        return decision.model_copy(
+            update={
+                "at": now,
+                "action": Action.HOLD,
+                "reason": f"could not apply {decision.action.value} to {decision.target} ({message}); "
+                f"holding {decision.previous}",
+                "target": decision.previous,
+                "batching": decision.previous_batching,
+                "state": kept,
+            }
+        )
     ceiling = state.ceiling
     verdict = state.batching_verdict
     if decision.target > decision.previous:
@@ -516,7 +547,7 @@ def _slo_met(state: TunerState, signals: Signals | None) -> bool | None:
 def _batching_by_spec(state: TunerState) -> bool | None:
     """The batching setting the spec forces, or None when the controller chooses."""
     cfg = state.config
-    if cfg.batching is BatchingMode.OFF or cfg.max_batch_size <= 1:
+    if cfg.batching is BatchingMode.DISABLED or cfg.max_batch_size <= 1:
         return False
     if cfg.batching is BatchingMode.FIXED:
         return True
