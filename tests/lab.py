@@ -1,0 +1,153 @@
+"""Test helpers for the local edge lab: bring it up once per session, talk to it with kubectl.
+
+Shared by tests/cluster and tests/e2e (their conftest.py files expose these as fixtures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+LAB = REPO / "hack" / "lab" / "lab.py"
+
+
+@dataclass(frozen=True)
+class Lab:
+    kubeconfig: Path
+    bin_dir: Path
+    prometheus_url: str
+    dir: Path
+
+    def kubectl(
+        self, *args: str, input_text: str | None = None, check: bool = True, kubeconfig: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
+            input=input_text,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def get_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
+
+    def apply(
+        self, manifest: dict[str, Any] | list[dict[str, Any]], *extra: str
+    ) -> subprocess.CompletedProcess[str]:
+        items = manifest if isinstance(manifest, list) else [manifest]
+        body = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+        return self.kubectl("apply", "-f", "-", *extra, input_text=body)
+
+    def service_account_kubeconfig(self, namespace: str, name: str, path: Path) -> Path:
+        """A kubeconfig that authenticates as a ServiceAccount (its RBAC, not admin)."""
+        token = self.kubectl("create", "token", name, "-n", namespace, "--duration=4h").stdout.strip()
+        config = json.loads(self.kubectl("config", "view", "--raw", "-o", "json").stdout)
+        config["users"] = [{"name": name, "user": {"token": token}}]
+        config["contexts"] = [
+            {"name": "sa", "context": {"cluster": config["clusters"][0]["name"], "user": name}}
+        ]
+        config["current-context"] = "sa"
+        path.write_text(json.dumps(config))
+        path.chmod(0o600)
+        return path
+
+
+def lab_env() -> dict[str, str] | None:
+    result = subprocess.run(
+        [sys.executable, str(LAB), "env", "--json"], capture_output=True, text=True, check=False
+    )
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def lab_processes_alive() -> bool:
+    result = subprocess.run([sys.executable, str(LAB), "status"], capture_output=True, text=True, check=False)
+    return result.returncode == 0
+
+
+def lab_session() -> Iterator[Lab]:
+    """Bring the lab up unless it already runs; take it down afterwards only if this session started it."""
+    started_here = False
+    if not lab_processes_alive():
+        subprocess.run([sys.executable, str(LAB), "up"], check=True)
+        started_here = True
+    env = lab_env()
+    assert env is not None, "the lab did not report its environment"
+    lab = Lab(
+        kubeconfig=Path(env["KUBECONFIG"]),
+        bin_dir=Path(env["EDGETENANT_LAB_BIN"]),
+        prometheus_url=env["EDGETENANT_PROMETHEUS_URL"],
+        dir=Path(env["EDGETENANT_LAB_DIR"]),
+    )
+    # The project's CRDs, classes, and the operator's ServiceAccount/RBAC (dev overlay).
+    lab.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-k", str(REPO / "manifests" / "overlays" / "dev")
+    )
+    lab.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    try:
+        yield lab
+    finally:
+        if started_here and os.environ.get("EDGETENANT_KEEP_LAB") != "1":
+            subprocess.run([sys.executable, str(LAB), "down"], check=False)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5) -> Any:
+    """Poll until check() returns something truthy; fail with `what` otherwise. Not a timing assertion:
+    the timeout only bounds how long a broken build waits."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
+
+
+class OperatorProcess:
+    """The operator, run from this checkout as its own process (images cannot be built here)."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.env = env or {}
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "edgetenant", "--kubeconfig", str(self.kubeconfig), "--standalone"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "EDGETENANT_METRICS_PORT": "0", **self.env},
+            cwd=REPO,
+            start_new_session=True,
+        )
+        return self
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        os.killpg(self.popen.pid, sig)
+        try:
+            self.popen.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=10)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
