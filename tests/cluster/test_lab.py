@@ -65,7 +65,7 @@ def test_edge_nodes_are_ready_with_their_accelerators(lab: Lab) -> None:
 def test_scheduler_places_pods_by_device_plugin_resource(
     lab: Lab, namespace: str, resource: str, nodes: set[str]
 ) -> None:
-    name = "want-" + resource.split("/")[0].replace(".", "-")
+    name = "want-" + resource.split("/", maxsplit=1)[0].replace(".", "-")
     lab.apply(pod(name, namespace, {resource: "1"}, tolerate_gpu=True))
 
     def running() -> Any:
