@@ -14,7 +14,7 @@ py="${EDGETENANT_DATAPLANE_PYTHON:-$(command -v python3.11 || command -v python3
 py="$("$py" -c 'import sys; print(sys.executable)')"   # resolve pyenv shims to the real interpreter
 py_version="$("$py" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
 # The key covers the pins, the python minor version and this script's layout version.
-key="$( { cat "$req"; echo "python=$py_version"; echo "layout=1"; } | sha256sum | cut -c1-12)"
+key="$( { cat "$req"; echo "python=$py_version"; echo "layout=2"; } | sha256sum | cut -c1-12)"
 env_dir="$cache_root/dataplane-$key"
 stamp="$env_dir/.ready"
 
@@ -71,15 +71,14 @@ else
 fi
 
 # Triton loads backends from <backend-dir>/<name>/; the Python backend needs its stub
-# (built per Python minor version) beside libtriton_python.so.
+# (built per Python minor version) beside libtriton_python.so. Both find their libraries
+# through an $ORIGIN-relative RPATH into the wheel, so the stub goes into the wheel's own
+# backend folder and $env_dir/backends is a symlink to it (pass its resolved path to Triton).
 triton_root="$("$env_dir/bin/python" -c 'import pathlib, pytriton; print(pathlib.Path(pytriton.__file__).parent / "tritonserver")')"
-backends="$env_dir/backends"
-rm -rf "$backends"
-mkdir -p "$backends/python"
-cp "$triton_root/backends/python/"* "$backends/python/"
 stub="$triton_root/python_backend_stubs/$py_version/triton_python_backend_stub"
 [ -x "$stub" ] || { log "no Python backend stub for python $py_version in the wheel"; exit 1; }
-cp "$stub" "$backends/python/"
+cp "$stub" "$triton_root/backends/python/"
+ln -sfn "$triton_root/backends" "$env_dir/backends"
 ln -sfn "$triton_root/bin/tritonserver" "$env_dir/bin/tritonserver"
 
 # Smoke check: the binary links and prints its usage (`--help` exits non-zero by design).
@@ -93,6 +92,6 @@ fi
 
 touch "$stamp"
 log "tritonserver: $env_dir/bin/tritonserver"
-log "backends:     $backends (python backend + stub for $py_version)"
+log "backends:     $triton_root/backends (python backend + stub for $py_version)"
 log "python:       $env_dir/bin/python (numpy<2, onnxruntime)"
 echo "EDGETENANT_DATAPLANE_ENV=$env_dir"

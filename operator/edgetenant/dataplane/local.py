@@ -53,7 +53,8 @@ class DataplaneEnv:
 
     @property
     def backend_dir(self) -> Path:
-        return self.root / "backends"
+        # Resolved: the backend libraries find their own through an $ORIGIN-relative RPATH.
+        return (self.root / "backends").resolve()
 
     def process_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """Environment for tritonserver: the venv's python first on PATH.
@@ -277,6 +278,8 @@ def triton_args(
         "--exit-on-error=false",
         "--strict-readiness=false",
         "--log-verbose=0",
+        # SIGTERM waits this long for open client connections before exiting.
+        "--exit-timeout-secs=5",
     ]
     args += [f"--load-model={name}" for name in load_models]
     args += list(extra_args)

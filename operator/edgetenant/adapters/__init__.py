@@ -1,0 +1,1 @@
+"""Edges: the only modules that talk to Kubernetes, Triton and Prometheus; foreign errors end here."""

@@ -1,0 +1,195 @@
+"""Triton adapter: KServe v2 + Triton's model-control and statistics APIs, async.
+
+Wraps ``tritonclient.http.aio``. Foreign errors become the project's own: a refused load
+is ``ModelLoadError`` carrying Triton's message; an unreachable server, a timeout or any
+other server-side refusal is ``TransientError`` (worth retrying later).
+Instance-count changes are live: ``load_model(name, config=...)`` on a loaded model makes
+Triton build the new instances and swap them in while the old ones keep serving.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import tritonclient.http.aio as triton_http
+from tritonclient.utils import InferenceServerException
+
+from edgetenant.errors import ModelLoadError, TransientError
+from edgetenant.render.triton import TritonModelSpec, model_config_json
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMetadata:
+    name: str
+    datatype: str  # KServe v2 name: FP32, INT64, ...
+    shape: tuple[int, ...]  # -1 = variable (the batch axis when the model batches)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    inputs: tuple[TensorMetadata, ...]
+    outputs: tuple[TensorMetadata, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatistics:
+    """Cumulative counters since the model was loaded (summed over its versions)."""
+
+    name: str
+    inference_count: int  # images/samples inferred (a batch of 4 counts 4)
+    execution_count: int  # model executions (a batch of 4 counts 1)
+    success_count: int
+    fail_count: int
+    success_ns: int
+    queue_ns: int
+    compute_infer_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryModel:
+    name: str
+    version: str
+    state: str  # READY, UNAVAILABLE, LOADING, UNLOADING, or "" when never loaded
+    reason: str
+
+
+def _strip_scheme(url: str) -> str:
+    for scheme in ("http://", "https://"):
+        if url.startswith(scheme):
+            return url[len(scheme) :].rstrip("/")
+    return url.rstrip("/")
+
+
+@asynccontextmanager
+async def _translated(action: str, url: str, *, load: bool = False) -> AsyncIterator[None]:
+    try:
+        yield
+    except InferenceServerException as exc:
+        message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
+        if load:
+            raise ModelLoadError(f"{action} on {url}: {message}") from exc
+        raise TransientError(f"{action} on {url}: {message}") from exc
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise TransientError(f"{action}: Triton at {url} unreachable: {exc!r}") from exc
+
+
+class TritonAdapter:
+    """One Triton server (one pod). Use as ``async with TritonAdapter(url) as triton:``."""
+
+    def __init__(self, url: str, *, timeout_s: float = 120.0) -> None:
+        self.url = url if url.startswith(("http://", "https://")) else f"http://{url}"
+        self._client = triton_http.InferenceServerClient(_strip_scheme(url), conn_timeout=timeout_s)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def server_ready(self) -> bool:
+        """False while the server starts or drains; TransientError when it cannot be reached."""
+        async with _translated("server ready", self.url):
+            return bool(await self._client.is_server_ready())
+
+    async def model_ready(self, name: str) -> bool:
+        async with _translated(f"model {name!r} ready", self.url):
+            return bool(await self._client.is_model_ready(name))
+
+    async def load_model(self, name: str, *, config: str | None = None) -> None:
+        """Load (or reload with ``config``, Triton's JSON model config). ModelLoadError on refusal."""
+        async with _translated(f"load model {name!r}", self.url, load=True):
+            await self._client.load_model(name, config=config)
+
+    async def apply_spec(self, spec: TritonModelSpec) -> None:
+        """Load the model with the config rendered from ``spec`` (instance count changes in place)."""
+        await self.load_model(spec.name, config=model_config_json(spec))
+
+    async def unload_model(self, name: str) -> None:
+        async with _translated(f"unload model {name!r}", self.url):
+            await self._client.unload_model(name)
+
+    async def model_config(self, name: str) -> dict[str, Any]:
+        async with _translated(f"config of {name!r}", self.url):
+            config: dict[str, Any] = await self._client.get_model_config(name)
+            return config
+
+    async def model_metadata(self, name: str) -> ModelMetadata:
+        async with _translated(f"metadata of {name!r}", self.url):
+            raw = await self._client.get_model_metadata(name)
+
+        def tensors(key: str) -> tuple[TensorMetadata, ...]:
+            return tuple(
+                TensorMetadata(t["name"], t["datatype"], tuple(int(d) for d in t["shape"]))
+                for t in raw.get(key, [])
+            )
+
+        return ModelMetadata(
+            name=raw["name"],
+            versions=tuple(raw.get("versions", ())),
+            platform=raw.get("platform", ""),
+            inputs=tensors("inputs"),
+            outputs=tensors("outputs"),
+        )
+
+    async def model_statistics(self, name: str) -> ModelStatistics:
+        async with _translated(f"statistics of {name!r}", self.url):
+            raw = await self._client.get_inference_statistics(name)
+        totals = dict.fromkeys(
+            ("inference", "execution", "success", "fail", "success_ns", "queue", "infer"), 0
+        )
+        for stats in raw.get("model_stats", []):
+            inference = stats.get("inference_stats", {})
+            totals["inference"] += int(stats.get("inference_count", 0))
+            totals["execution"] += int(stats.get("execution_count", 0))
+            totals["success"] += int(inference.get("success", {}).get("count", 0))
+            totals["fail"] += int(inference.get("fail", {}).get("count", 0))
+            totals["success_ns"] += int(inference.get("success", {}).get("ns", 0))
+            totals["queue"] += int(inference.get("queue", {}).get("ns", 0))
+            totals["infer"] += int(inference.get("compute_infer", {}).get("ns", 0))
+        return ModelStatistics(
+            name=name,
+            inference_count=totals["inference"],
+            execution_count=totals["execution"],
+            success_count=totals["success"],
+            fail_count=totals["fail"],
+            success_ns=totals["success_ns"],
+            queue_ns=totals["queue"],
+            compute_infer_ns=totals["infer"],
+        )
+
+    async def repository_index(self) -> list[RepositoryModel]:
+        async with _translated("repository index", self.url):
+            raw = await self._client.get_model_repository_index()
+        return [
+            RepositoryModel(
+                name=entry["name"],
+                version=str(entry.get("version", "")),
+                state=entry.get("state", ""),
+                reason=entry.get("reason", ""),
+            )
+            for entry in raw
+        ]
+
+
+def describe_config(config: dict[str, Any]) -> str:
+    """One line for logs: instance groups and batching of a model config."""
+    groups = ", ".join(f"{g.get('count', 1)}x{g.get('kind', '?')}" for g in config.get("instance_group", []))
+    batching = "dynamic batching" if "dynamic_batching" in config else "no batching"
+    return (
+        f"{config.get('name')}: {groups}; max batch {config.get('max_batch_size', 0)}; {batching}; "
+        + json.dumps(config.get("parameters", {}), sort_keys=True)
+    )
