@@ -78,9 +78,10 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 
 
 async def _run(args: argparse.Namespace, console: Console) -> int:
-    from edgetenant.adapters import triton  # noqa: PLC0415  (lazy: tritonclient is heavy)
+    from edgetenant.adapters.triton import TritonAdapter  # noqa: PLC0415  (lazy: tritonclient is heavy)
 
-    live = await triton.model_config(args.triton[0], args.model)
+    async with TritonAdapter(args.triton[0]) as triton:
+        live = await triton.model_config(args.model)
     max_batch = int(live.get("max_batch_size", 0))
     config = TunerConfig(
         mode=Mode(args.mode),

@@ -106,9 +106,10 @@ def target_for(
 
 async def triton_load_model(endpoint: str, model: str, config_json: str) -> None:
     """Load ``model`` with ``config_json`` through the Triton adapter."""
-    from edgetenant.adapters import triton  # noqa: PLC0415  (kept lazy: the adapter pulls in tritonclient)
+    from edgetenant.adapters.triton import TritonAdapter  # noqa: PLC0415  (lazy: pulls in tritonclient)
 
-    await triton.load_model(endpoint, model, config=config_json)
+    async with TritonAdapter(endpoint) as triton:
+        await triton.load_model(model, config=config_json)
 
 
 @dataclass(frozen=True, slots=True)
