@@ -79,7 +79,7 @@ def test_every_field_has_a_description() -> None:
         f"{kind}{path}"
         for kind, schema in _schemas()
         for path, node in _walk(schema, "")
-        if not path.endswith(("[]", "{}")) and not node.get("description")
+        if not path.endswith(("[]", "{}", ".metadata")) and not node.get("description")
     ]
     assert missing == []
 
@@ -88,6 +88,7 @@ def test_schemas_are_structural() -> None:
     # Kubernetes' structural-schema rules: every node typed, no references or union combinators,
     # no properties next to additionalProperties, defaults that satisfy their own schema.
     for kind, schema in _schemas():
+        assert schema["properties"]["metadata"] == {"type": "object"}, kind
         for path, node in _walk(schema, ""):
             where = f"{kind}{path}"
             assert "type" in node, where

@@ -287,7 +287,8 @@ def openapi_schema(model: type[InferenceTenant] | type[AcceleratorClass] | type[
             "description": "APIVersion defines the versioned schema of this representation of an object.",
         },
         "kind": {"type": "string", "description": "Kind is a string value representing the REST resource."},
-        "metadata": {"type": "object", "description": "Standard object metadata."},
+        # The API server owns metadata's schema and refuses anything here but the type.
+        "metadata": {"type": "object"},
     }
     required: list[str] = []
     for name in ("spec", "status"):

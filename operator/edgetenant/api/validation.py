@@ -274,6 +274,11 @@ def _program(rule: str) -> celpy.Runner:
     return _CEL.program(_CEL.compile(rule))
 
 
+def _with_value(value: Any, message: str) -> str:
+    # The API server quotes a scalar the rule failed on, and leaves objects and lists out.
+    return message if isinstance(value, dict | list) else f"{_shown(value)}: {message}"
+
+
 def cel_rules(schema: Schema) -> Iterator[Schema]:
     """Every x-kubernetes-validations entry in a schema tree."""
     yield from schema.get("x-kubernetes-validations", [])
@@ -310,9 +315,9 @@ def cel_errors(value: Any, schema: Schema, path: str = "") -> list[FieldError]:
             elif reason == "FieldValueForbidden":
                 errors.append(FieldError(where, "Forbidden", entry["message"]))
             else:
-                errors.append(FieldError(where, "Invalid value", f"{_shown(value)}: {entry['message']}"))
+                errors.append(FieldError(where, "Invalid value", _with_value(value, entry["message"])))
         else:
-            errors.append(FieldError(where, "Invalid value", f"{_shown(value)}: {outcome}"))
+            errors.append(FieldError(where, "Invalid value", _with_value(value, outcome)))
     if isinstance(value, dict):
         properties: Schema = schema.get("properties", {})
         additional = schema.get("additionalProperties")
