@@ -185,6 +185,51 @@ class TritonAdapter:
         ]
 
 
+class TritonClient:
+    """Talks to many Triton servers (one per pod), each call naming its URL.
+
+    Stateless: every call opens and closes its own connection, so a pod that moved or died
+    leaves nothing behind. The operator calls each pod by IP, never the Service.
+    """
+
+    def __init__(self, *, timeout_s: float = 30.0) -> None:
+        self.timeout_s = timeout_s
+
+    def _at(self, url: str) -> TritonAdapter:
+        return TritonAdapter(url, timeout_s=self.timeout_s)
+
+    async def model_ready(self, url: str, model: str) -> tuple[bool, str]:
+        """(ready, why not): the reason is Triton's own (e.g. a failed load's message)."""
+        async with self._at(url) as triton:
+            if await triton.model_ready(model):
+                return True, ""
+            for entry in await triton.repository_index():
+                if entry.name == model:
+                    state = entry.state or "not loaded"
+                    return False, f"{state}: {entry.reason}" if entry.reason else state
+            return False, f"model {model!r} is not in the repository"
+
+    async def load_model(self, url: str, model: str, *, config: str | None = None) -> None:
+        async with self._at(url) as triton:
+            await triton.load_model(model, config=config)
+
+    async def apply_spec(self, url: str, spec: TritonModelSpec) -> None:
+        async with self._at(url) as triton:
+            await triton.apply_spec(spec)
+
+    async def unload_model(self, url: str, model: str) -> None:
+        async with self._at(url) as triton:
+            await triton.unload_model(model)
+
+    async def model_config(self, url: str, model: str) -> dict[str, Any]:
+        async with self._at(url) as triton:
+            return await triton.model_config(model)
+
+    async def model_statistics(self, url: str, model: str) -> ModelStatistics:
+        async with self._at(url) as triton:
+            return await triton.model_statistics(model)
+
+
 def describe_config(config: dict[str, Any]) -> str:
     """One line for logs: instance groups and batching of a model config."""
     groups = ", ".join(f"{g.get('count', 1)}x{g.get('kind', '?')}" for g in config.get("instance_group", []))
