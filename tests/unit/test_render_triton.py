@@ -130,6 +130,7 @@ def test_tensorrt_has_no_thread_parameter() -> None:
 @pytest.mark.parametrize(
     ("mode", "expected"),
     [
+        ("Disabled", None),
         ("Off", None),
         ("Auto", DynamicBatching()),
         ("Fixed", DynamicBatching(max_queue_delay_microseconds=200, preferred_batch_sizes=(2, 4))),

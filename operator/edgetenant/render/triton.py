@@ -112,12 +112,12 @@ def build_dynamic_batching(
     max_queue_delay_microseconds: int | None = None,
     preferred_batch_sizes: tuple[int, ...] = (),
 ) -> DynamicBatching | None:
-    """Map an InferenceTenant ``batching.mode`` (Auto | Off | Fixed) to Triton's setting.
+    """Map an InferenceTenant ``batching.mode`` (Auto | Disabled | Fixed) to Triton's setting.
 
     Auto batches what is queued without adding delay (Triton's zero-delay default), so it
     never costs latency; Fixed uses the tenant's delay and preferred sizes as given.
     """
-    if mode == "Off":
+    if mode in {"Disabled", "Off"}:  # the API's wire value is "Disabled" (YAML reads Off as false)
         return None
     if mode == "Auto":
         return DynamicBatching()
@@ -126,7 +126,7 @@ def build_dynamic_batching(
             max_queue_delay_microseconds=max_queue_delay_microseconds or 0,
             preferred_batch_sizes=tuple(preferred_batch_sizes),
         )
-    raise ValueError(f"batching mode {mode!r} is not one of Auto, Off, Fixed")
+    raise ValueError(f"batching mode {mode!r} is not one of Auto, Disabled, Fixed")
 
 
 def model_parameters(spec: TritonModelSpec) -> dict[str, str]:
