@@ -107,12 +107,14 @@ def tenant_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         reconciler.cache.tenants.pop(key, None)
         reconciler.forget(key)
     else:
-        reconciler.cache.tenants[key] = _plain(body)
+        reconciler.accept_tenant(key, _plain(body))
     reconciler.trigger(key)
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
-def pod_event(type: str, body: kopf.Body, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:
+def pod_event(
+    type: str, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
     reconciler = _reconciler(memo)
     if type == "DELETED":
         reconciler.cache.pods.pop(f"{namespace}/{name}", None)
@@ -122,7 +124,7 @@ def pod_event(type: str, body: kopf.Body, namespace: str, name: str, memo: kopf.
     reconciler.trigger(f"{namespace}/{tenant}" if tenant else None)
 
 
-def _child_event(type: str, body: kopf.Body, namespace: str, memo: kopf.Memo) -> None:
+def _child_event(type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo) -> None:
     if type != "DELETED":
         return
     tenant = body.get("metadata", {}).get("labels", {}).get(TENANT_LABEL)
@@ -133,17 +135,17 @@ def _child_event(type: str, body: kopf.Body, namespace: str, memo: kopf.Memo) ->
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-def deployment_event(type: str, body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+def deployment_event(type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     _child_event(type, body, namespace, memo)
 
 
 @kopf.on.event("v1", "services", labels=MANAGED)
-def service_event(type: str, body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+def service_event(type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     _child_event(type, body, namespace, memo)
 
 
 @kopf.on.event("v1", "configmaps", labels=MANAGED)
-def config_map_event(type: str, body: kopf.Body, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+def config_map_event(type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     _child_event(type, body, namespace, memo)
 
 

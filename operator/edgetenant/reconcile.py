@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 import pydantic
 
 from edgetenant.adapters.kube import Kube
-from edgetenant.adapters.triton import TritonClient
+from edgetenant.adapters.triton import TritonAdapter
 from edgetenant.api.models import AcceleratorClass, ConcurrencyMode, InferenceTenant
 from edgetenant.errors import EdgeTenantError, PermanentError
 from edgetenant.placement import Placement, Plan, snapshot_from_objects, solve
@@ -116,10 +116,9 @@ class TenantMemory:
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, settings: Settings, triton: TritonClient | None = None) -> None:
+    def __init__(self, kube: Kube, settings: Settings) -> None:
         self.kube = kube
         self.settings = settings
-        self.triton = triton or TritonClient(timeout_s=settings.triton_timeout_s)
         self.cache = ClusterCache()
         self.dirty = asyncio.Event()
         self.dirty_keys: set[str] = set()
@@ -127,6 +126,7 @@ class Reconciler:
         self.plan: Plan | None = None
         self._plan_fingerprint = ""
         self.memory: dict[str, TenantMemory] = {}
+        self.status_locks: dict[str, asyncio.Lock] = {}
         self.render_settings = RenderSettings(fetcher_image=settings.fetcher_image)
         self.reconcile_seconds: list[float] = []  # for the benchmark and the operator's metrics
 
@@ -262,7 +262,7 @@ class Reconciler:
             )
             body["status"] = {**status, **new}  # our own write, visible before the watch echoes it
         for event_type, reason, message in obs.events:
-            await self.event(body, memory, event_type, reason, message)
+            await self.event(body, event_type, reason, message)
 
     async def observe_pods(self, key: str, tenant: InferenceTenant) -> tuple[PodView, ...]:
         model = tenant.spec.model.name or str(tenant.metadata.name)
@@ -283,7 +283,9 @@ class Reconciler:
         if meta.get("deletionTimestamp"):
             message = "terminating"
         elif ip and st.get("phase") == "Running":
-            ready, message = await self.triton.model_ready(f"http://{ip}:{HTTP_PORT}", model)
+            ready, message = await model_ready(
+                f"http://{ip}:{HTTP_PORT}", model, self.settings.triton_timeout_s
+            )
         return PodView(
             name=meta["name"],
             node=spec.get("nodeName"),
@@ -294,10 +296,9 @@ class Reconciler:
             fetch_failed=fetch_failed,
         )
 
-    async def event(
-        self, body: dict[str, Any], memory: TenantMemory, event_type: str, reason: str, message: str
-    ) -> None:
+    async def event(self, body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         """Post an Event, at most once per reason+message per rate-limit window."""
+        memory = self.memory.setdefault(tenant_key(body), TenantMemory())
         now = time.monotonic()
         token = f"{reason}:{message}"
         if now - memory.events.get(token, -1e9) < self.settings.event_interval_s:
@@ -308,6 +309,32 @@ class Reconciler:
         except EdgeTenantError as error:
             log.warning("could not post event %s: %s", reason, error)
 
+    async def write_status(self, key: str, mutate: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Patch the status fields `mutate` returns, computed from the newest status we know.
+
+        Writers (the reconciler, the tuning loop) are serialised per tenant, and the API server's
+        answer replaces the cached object, so no writer works from a status older than its own.
+        """
+        lock = self.status_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            body = self.cache.tenants.get(key)
+            if body is None:
+                return
+            old = copy.deepcopy(body.get("status") or {})
+            new = mutate(old)
+            if not status_changed(old, new):
+                return
+            namespace, name = key.split("/", 1)
+            updated = await self.kube.patch_tenant_status(namespace, name, new)
+            self.cache.tenants[key] = updated
+
+    def accept_tenant(self, key: str, body: dict[str, Any]) -> None:
+        """A watch event: keep it unless our own later write is already cached."""
+        cached = self.cache.tenants.get(key)
+        if cached is not None and _older(body, cached):
+            return
+        self.cache.tenants[key] = body
+
     # --- cache maintenance (called by the kopf handlers) ------------------------------------------
     def forget(self, key: str) -> None:
         self.memory.pop(key, None)
@@ -316,6 +343,26 @@ class Reconciler:
         """A child was deleted or changed by someone else: re-apply on the next pass."""
         if key in self.memory:
             self.memory[key].applied = ""
+
+
+async def model_ready(url: str, model: str, timeout_s: float) -> tuple[bool, str]:
+    """Ask Triton on one pod whether the model is ready; (False, why) when not."""
+    try:
+        async with TritonAdapter(url, timeout_s=timeout_s) as triton:
+            if await triton.model_ready(model):
+                return True, ""
+            return False, f"Triton at {url} has not loaded {model} (yet)"
+    except EdgeTenantError as error:
+        return False, str(error)
+
+
+def _older(candidate: dict[str, Any], known: dict[str, Any]) -> bool:
+    """Whether `candidate` is an older version than `known` (etcd revisions are increasing integers;
+    when they are not numbers, trust the watch)."""
+    try:
+        return int(candidate["metadata"]["resourceVersion"]) < int(known["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def tenants_on(cache: ClusterCache, node: str) -> Iterable[str]:

@@ -51,11 +51,11 @@ class Observation:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # filled by desired_status
 
 
-def _iso(when: datetime) -> str:
+def iso(when: datetime) -> str:
     return when.isoformat().replace("+00:00", "Z")
 
 
-def _condition(
+def condition(
     previous: dict[str, dict[str, Any]],
     kind: str,
     status: bool | None,
@@ -73,7 +73,7 @@ def _condition(
         "status": value,
         "reason": reason,
         "message": message,
-        "lastTransitionTime": _iso(now) if changed else old["lastTransitionTime"],  # type: ignore[index]
+        "lastTransitionTime": iso(now) if changed else old["lastTransitionTime"],  # type: ignore[index]
         "observedGeneration": generation,
     }
 
@@ -107,7 +107,7 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
     """The new status block. Appends (type, reason, message) Events for what changed to obs.events."""
     previous = {c["type"]: c for c in old.get("conditions", [])}
     gen = obs.generation
-    cond = functools.partial(_condition, previous, generation=gen, now=now)
+    cond = functools.partial(condition, previous, generation=gen, now=now)
     status: dict[str, Any] = {"observedGeneration": gen}
     target = old.get("targetPlacement")
     active = old.get("activePlacement")
@@ -135,7 +135,7 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
         if target is None:
             obs.events.append(("Normal", "Placed", f"placed on {where}"))
         elif not same_device(target, new_target):
-            history.append({"at": _iso(now), "from": target, "to": new_target, "reason": "re-planned"})
+            history.append({"at": iso(now), "from": target, "to": new_target, "reason": "re-planned"})
             obs.events.append(
                 (
                     "Normal",
@@ -157,8 +157,8 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
         new_active = None
     else:
         new_active = active if any(pod.node == (active or {}).get("node") for pod in obs.pods) else None
-    arrived = new_active is not None and target is not None and same_device(new_active, target)
-    if arrived and active is not None and not same_device(active, target):
+    arrived = target is not None and same_device(new_active, target)
+    if arrived and target is not None and active is not None and not same_device(active, target):
         obs.events.append(("Normal", "MoveCompleted", f"now served on {target['node']}"))
     status["activePlacement"] = new_active
 
@@ -169,8 +169,6 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
             True,
             "ModelReady",
             f"Triton reports the model ready on {len(on_target)} pod(s)",
-            gen,
-            now,
         )
     elif fetch_errors:
         loaded = cond("ModelLoaded", False, "ModelFetchFailed", fetch_errors[0])
@@ -204,8 +202,6 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
             False,
             placed["reason"] if placed["status"] != "True" else loaded["reason"],
             why,
-            gen,
-            now,
         )
         progressing = stalled["status"] != "True"
         reconciling = cond(
@@ -213,8 +209,6 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
             progressing,
             "Progressing" if progressing else "Stalled",
             why if progressing else "",
-            gen,
-            now,
         )
     carried = [c for c in old.get("conditions", []) if c["type"] not in OWNED_CONDITIONS]
     status["conditions"] = [ready_c, reconciling, stalled, placed, loaded, *carried]

@@ -30,9 +30,9 @@ T = TypeVar("T")
 def load_config(kubeconfig: str | None = None) -> None:
     """In-cluster config when running in a pod, else the kubeconfig (or $KUBECONFIG)."""
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config(config_file=kubeconfig)
+        config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
 
 
 def _translate(error: Exception, what: str) -> Exception:
@@ -66,7 +66,7 @@ class Kube:
     @property
     def dynamic(self) -> DynamicClient:
         if self._dynamic is None:
-            self._dynamic = DynamicClient(self.api_client)
+            self._dynamic = DynamicClient(self.api_client)  # type: ignore[no-untyped-call]
         return self._dynamic
 
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
@@ -88,21 +88,22 @@ class Kube:
 
         return await self._call(what, run)
 
-    async def patch_tenant_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """A merge patch of the status subresource: the operator never writes spec."""
-        await self._call(
+    async def patch_tenant_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch of the status subresource (the operator never writes spec); returns the object."""
+        updated: Any = await self._call(
             f"patch status of InferenceTenant {namespace}/{name}",
             lambda: self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, "inferencetenants", name, {"status": status}
             ),
         )
+        return dict(updated)
 
     async def tenant_pods(self, namespace: str, tenant: str) -> list[dict[str, Any]]:
         result = await self._call(
             f"list pods of {namespace}/{tenant}",
             lambda: self.core.list_namespaced_pod(namespace, label_selector=f"{TENANT_LABEL}={tenant}"),
         )
-        pods: list[dict[str, Any]] = self.api_client.sanitize_for_serialization(result.items)
+        pods: list[dict[str, Any]] = self.api_client.sanitize_for_serialization(result.items)  # type: ignore[no-untyped-call]
         return pods
 
     async def ready_endpoints(self, namespace: str, service: str) -> list[tuple[str, str]]:
@@ -118,7 +119,7 @@ class Kube:
             for endpoint in endpoint_slice.endpoints or []:
                 if endpoint.conditions is not None and endpoint.conditions.ready is False:
                     continue
-                pod = endpoint.target_ref.name if endpoint.target_ref else ""
+                pod = str(endpoint.target_ref.name) if endpoint.target_ref else ""
                 found.extend((pod, address) for address in endpoint.addresses)
         return sorted(found)
 
