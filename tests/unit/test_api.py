@@ -27,7 +27,8 @@ from edgetenant.api import (
 from edgetenant.api.cli import main as validate_main
 from edgetenant.api.crdgen import all_crds, differences
 from edgetenant.api.crdgen import main as crdgen_main
-from edgetenant.api.validation import cel_rules, evaluate_rule, validate_manifest
+from edgetenant.api.validation import cel_rules, evaluate_rule, load_validated, validate_manifest
+from edgetenant.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "manifests" / "samples"
@@ -279,3 +280,20 @@ def test_validate_json_and_missing_file(tmp_path: Path, capsys: pytest.CaptureFi
     assert '"kind": "List"' in capsys.readouterr().out
     assert validate_main(["-f", str(tmp_path / "nope.yaml")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_load_validated_applies_defaults_and_collects_every_problem(tmp_path: Path) -> None:
+    objects = load_validated([SAMPLES, CLASSES])
+    tenants = [o for o in objects if isinstance(o, InferenceTenant)]
+    assert len(tenants) == 7
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        (SAMPLES / "resnet-18.yaml").read_text().replace("priority: 100", "priority: 5000")
+        + "---\n"
+        + (SAMPLES / "mobilenet-v1.yaml").read_text().replace("format: onnx", "format: pytorch")
+    )
+    with pytest.raises(ConfigError) as info:
+        load_validated(bad)
+    message = str(info.value)
+    assert "InferenceTenant edge-vision/resnet-18: spec.priority" in message
+    assert "InferenceTenant edge-vision/mobilenet-v1: spec.model.format: Unsupported value" in message

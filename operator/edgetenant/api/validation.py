@@ -14,8 +14,9 @@ from __future__ import annotations
 import copy
 import functools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import celpy
@@ -26,7 +27,8 @@ from celpy.evaluation import CELEvalError
 from pydantic import ValidationError
 
 from edgetenant.api.crdgen import all_crds
-from edgetenant.api.models import API_VERSION, GROUP, RESOURCE_KINDS, Resource
+from edgetenant.api.models import API_VERSION, GROUP, RESOURCE_KINDS, Resource, iter_documents, manifest_files
+from edgetenant.errors import ConfigError
 
 Schema = dict[str, Any]
 
@@ -98,6 +100,34 @@ def validate_manifest(obj: Mapping[str, Any]) -> ValidationResult:
     except ValidationError as exc:  # the schema let through something the models refuse: say so
         return ValidationResult(body, [_pydantic_error(e) for e in exc.errors()])
     return ValidationResult(body, [], resource)
+
+
+def load_validated(paths: str | Path | Sequence[str | Path]) -> list[Resource | dict[str, Any]]:
+    """Like `models.load_objects`, with API-server validation and defaults.
+
+    Raises ConfigError naming every problem (file, object, field) at once.
+    """
+    path_list: Sequence[str | Path] = [paths] if isinstance(paths, str | Path) else paths
+    objects: list[Resource | dict[str, Any]] = []
+    problems: list[str] = []
+    for path in manifest_files(path_list):
+        for document in iter_documents(path.read_text()):
+            if not is_edgetenant(document):
+                objects.append(document)
+                continue
+            result = validate_manifest(document)
+            problems += [f"{path}: {document.get('kind')} {_name(document)}: {e}" for e in result.errors]
+            if result.resource is not None:
+                objects.append(result.resource)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return objects
+
+
+def _name(document: Mapping[str, Any]) -> str:
+    metadata = document.get("metadata") or {}
+    namespace = metadata.get("namespace")
+    return f"{namespace}/{metadata.get('name')}" if namespace else str(metadata.get("name"))
 
 
 # ---------------------------------------------------------------------------------------------
