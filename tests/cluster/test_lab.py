@@ -25,14 +25,6 @@ def pod(name: str, namespace: str, resources: dict[str, str], tolerate_gpu: bool
     }
 
 
-@pytest.fixture
-def namespace(lab: Lab) -> Any:
-    name = f"lab-{uuid.uuid4().hex[:6]}"
-    lab.kubectl("create", "namespace", name)
-    yield name
-    lab.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
 def test_version_is_the_real_one(lab: Lab) -> None:
     version = json.loads(lab.kubectl("version", "-o", "json").stdout)
     assert version["serverVersion"]["gitVersion"] == "v1.36.3"
