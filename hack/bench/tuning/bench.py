@@ -1,0 +1,291 @@
+"""Benchmark of the concurrency loop on this machine's CPU: default vs loop vs brute force.
+
+For each zoo model: one real Triton (ONNX Runtime shim, one thread per instance) and one real
+Prometheus scraping it every second; a closed loop of ``--clients`` clients keeps demand
+above capacity.
+
+* ``sweep``: the brute-force search: every static instance count 1..max under the same load,
+  measured by the load generator; writes a ModelProfile YAML (the unit tests' fixtures come
+  from here) and the best static configuration.
+* ``loop``: from one instance, ``edgetenant``'s control loop under the same load; records each
+  decision, the interval at which throughput first reached 95 % of the brute-force best, the
+  changes after that, and the throughput of a steady window measured by the load generator.
+
+Usage (see RESULTS.md for the exact runs):
+    nice -n 10 .venv/bin/python hack/bench/tuning/bench.py --models mobilenet_v2 resnet18
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgetenant import zoo
+from edgetenant.adapters.triton import TritonAdapter
+from edgetenant.dataplane.local import (
+    PrometheusProcess,
+    TritonProcess,
+    render_static_scrape_config,
+    start_prometheus,
+    start_triton,
+)
+from edgetenant.dataplane.repository import write_model
+from edgetenant.profiling.loadgen import run_load
+from edgetenant.render.triton import SHIM_BACKEND, TritonModelSpec, model_config_json
+from edgetenant.tuning import TunerConfig
+from edgetenant.tuning.loop import TickResult, TuningLoop, render_from_spec, target_for
+
+HERE = Path(__file__).resolve().parent
+
+
+def model_spec(model: str, instances: int = 1) -> TritonModelSpec:
+    # One intra-op thread per instance: concurrency, not ORT's thread pool, uses the cores.
+    return TritonModelSpec(
+        name=model, backend=SHIM_BACKEND, max_batch_size=8, instance_count=instances, threads_per_instance=1
+    )
+
+
+@contextlib.contextmanager
+def serving(model: str, workdir: Path) -> Iterator[tuple[TritonProcess, PrometheusProcess]]:
+    """A Triton serving ``model`` with one instance, and a Prometheus scraping it every second."""
+    repo = workdir / "repo"
+    write_model(repo, model_spec(model), zoo.ensure_model(model))
+    triton = start_triton(repo, load_models=[model], ready_timeout=120)
+    try:
+        prometheus = start_prometheus(
+            render_static_scrape_config([triton.metrics_target], interval="1s"), data_dir=workdir / "prom"
+        )
+        try:
+            yield triton, prometheus
+        finally:
+            prometheus.stop()
+    finally:
+        triton.stop()
+
+
+async def set_instances(triton: TritonProcess, model: str, instances: int) -> None:
+    async with TritonAdapter(triton.url) as adapter:
+        await adapter.load_model(model, config=model_config_json(model_spec(model, instances)))
+
+
+@dataclass
+class SweepPoint:
+    concurrency: int
+    throughput: float
+    p95_ms: float
+    errors: int
+
+
+async def sweep(
+    triton: TritonProcess, model: str, *, clients: int, max_instances: int, point_s: float, warmup_s: float
+) -> list[SweepPoint]:
+    """Brute force: each static instance count under the same closed-loop load."""
+    points: list[SweepPoint] = []
+    for instances in range(1, max_instances + 1):
+        await set_instances(triton, model, instances)
+        result = await run_load(
+            triton.url, model, concurrency=clients, duration_s=point_s, warmup_s=warmup_s, seed=instances
+        )
+        points.append(SweepPoint(instances, result.throughput, result.p95_ms, result.errors))
+        print(
+            f"  sweep {model} x{instances}: {result.throughput:7.2f}/s p95 {result.p95_ms:7.1f} ms",
+            flush=True,
+        )
+    await set_instances(triton, model, 1)
+    return points
+
+
+def profile_yaml(model: str, points: list[SweepPoint], *, clients: int) -> dict[str, Any]:
+    now = datetime.now(UTC).replace(microsecond=0).isoformat()
+    return {
+        "apiVersion": "edgetenant.io/v1alpha1",
+        "kind": "ModelProfile",
+        "metadata": {
+            "name": f"{model.replace('_', '-')}-x86-cpu",
+            "annotations": {
+                "edgetenant.io/measured-by": "hack/bench/tuning/bench.py sweep "
+                f"(closed loop, {clients} clients, ORT shim, 1 thread/instance, 2-core shared VM)"
+            },
+        },
+        "spec": {
+            "model": model,
+            "format": "onnx",
+            "acceleratorClass": "x86-cpu",
+            "points": [
+                {
+                    "concurrency": p.concurrency,
+                    "batchSize": 1,
+                    "throughput": round(p.throughput, 3),
+                    "latencyP95Ms": round(p.p95_ms, 3),
+                    "source": "Offline",
+                    "measuredAt": now,
+                }
+                for p in points
+            ],
+        },
+    }
+
+
+@dataclass
+class LoopRun:
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    converged_at: int | None = None  # 1-based interval where throughput first reached 95 % of best
+    changes_after: int = 0
+    steady_throughput: float = 0.0
+    steady_p95_ms: float = 0.0
+    final_instances: int = 0
+
+
+async def tune(
+    triton: TritonProcess,
+    prometheus: PrometheusProcess,
+    model: str,
+    *,
+    clients: int,
+    best: float,
+    interval_s: float,
+    intervals: int,
+    steady_s: float,
+    max_instances: int,
+) -> LoopRun:
+    """The loop from one instance under the sweep's load; then a measured steady window."""
+    await set_instances(triton, model, 1)
+    target = target_for(
+        model=model,
+        endpoints=[triton.url],
+        prometheus_url=prometheus.url,
+        render_config=render_from_spec(model_spec(model)),
+        window_s=interval_s - 1.0,
+    )
+    config = TunerConfig(max=max_instances, down_cooldown_s=60.0)
+    loop = TuningLoop(target=target, config=config, interval_s=interval_s)
+    run = LoopRun()
+
+    def record(result: TickResult) -> None:
+        d = result.decision
+        index = len(run.decisions) + 1
+        throughput = d.signals.throughput if d.signals else 0.0
+        run.decisions.append(
+            {
+                "interval": index,
+                "action": d.action.value,
+                "target": d.target,
+                "reason": d.reason,
+                "tput": throughput,
+            }
+        )
+        if run.converged_at is None and throughput >= 0.95 * best and not d.changed:
+            run.converged_at = index
+        elif run.converged_at is not None and d.changed:
+            run.changes_after += 1
+        print(
+            f"  loop {index:3d} {d.action.value:<12} {d.previous}->{d.target} {throughput:7.2f}/s  {d.reason}"
+        )
+
+    tuning_s = interval_s * (intervals + 1.5)
+
+    async def load() -> Any:
+        await run_load(triton.url, model, concurrency=clients, duration_s=tuning_s - steady_s, seed=7)
+        return await run_load(triton.url, model, concurrency=clients, duration_s=steady_s, seed=8)
+
+    load_task = asyncio.create_task(load())
+    await asyncio.sleep(1.0)  # the first window should see load
+    await loop.run(intervals=intervals, on_tick=record)
+    steady = await load_task
+    run.steady_throughput = steady.throughput
+    run.steady_p95_ms = steady.p95_ms
+    run.final_instances = loop.state.current if loop.state else 0
+    return run
+
+
+async def bench_model(args: argparse.Namespace, model: str) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory(prefix=f"tuning-bench-{model}-") as tmp,
+        serving(model, Path(tmp)) as (
+            triton,
+            prometheus,
+        ),
+    ):
+        # Warm the model once so the first sweep point is not paying for ORT's first runs.
+        await run_load(triton.url, model, concurrency=2, duration_s=3.0, seed=0)
+        points = await sweep(
+            triton,
+            model,
+            clients=args.clients,
+            max_instances=args.max,
+            point_s=args.point_seconds,
+            warmup_s=args.warmup,
+        )
+        best = max(points, key=lambda p: p.throughput)
+        out: dict[str, Any] = {
+            "model": model,
+            "clients": args.clients,
+            "default": asdict(points[0]),
+            "best": asdict(best),
+            "sweep": [asdict(p) for p in points],
+            "sweep_seconds": round(len(points) * (args.point_seconds + args.warmup), 1),
+        }
+        if args.profiles_dir:
+            args.profiles_dir.mkdir(parents=True, exist_ok=True)
+            path = args.profiles_dir / f"{model}.yaml"
+            path.write_text(
+                yaml.safe_dump(profile_yaml(model, points, clients=args.clients), sort_keys=False)
+            )
+            print(f"  wrote {path}")
+        if not args.sweep_only:
+            run = await tune(
+                triton,
+                prometheus,
+                model,
+                clients=args.clients,
+                best=best.throughput,
+                interval_s=args.interval,
+                intervals=args.intervals,
+                steady_s=args.steady_seconds,
+                max_instances=args.max,
+            )
+            out["loop"] = asdict(run)
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(zoo.ZOO))
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--max", type=int, default=4, help="most instances tried (sweep and loop)")
+    p.add_argument("--point-seconds", type=float, default=8.0)
+    p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--interval", type=float, default=5.0)
+    p.add_argument("--intervals", type=int, default=20)
+    p.add_argument("--steady-seconds", type=float, default=30.0)
+    p.add_argument("--sweep-only", action="store_true")
+    p.add_argument("--profiles-dir", type=Path, help="write each sweep as a ModelProfile YAML here")
+    p.add_argument("--out", type=Path, default=HERE / "results.json")
+    args = p.parse_args(argv)
+    results = []
+    started = time.time()
+    for model in args.models:
+        print(f"== {model}", flush=True)
+        results.append(asyncio.run(bench_model(args, model)))
+        args.out.write_text(json.dumps({"args": _jsonable(vars(args)), "results": results}, indent=2))
+    print(f"done in {time.time() - started:.0f}s; results in {args.out}")
+    return 0
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
