@@ -54,6 +54,7 @@ class Ports:
     scheduler: int = 20259
     kwok: int = 20247
     prometheus: int = 19090
+    modelstore: int = 18080
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -86,6 +87,10 @@ class LabState:
     @property
     def prometheus_url(self) -> str:
         return f"http://{LOOPBACK}:{self.ports.prometheus}"
+
+    @property
+    def modelstore_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.modelstore}"
 
     def save(self) -> None:
         data = {"ports": asdict(self.ports), "bin_dir": self.bin_dir, "pids": self.pids, "token": self.token}
@@ -544,6 +549,11 @@ def up(topology: Path, with_local_node: bool = True) -> LabState:
             (d / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config(state), sort_keys=False))
             pid = start(state, "prometheus", commands["prometheus"])
             wait_until("prometheus ready", lambda: http_ok(f"{state.prometheus_url}/-/ready"), 60, pid)
+        with step("the model store (the zoo's ONNX models over HTTP, for http:// model URIs)"):
+            zoo_dir = build_zoo()
+            cmd = [sys.executable, "-m", "http.server", str(state.ports.modelstore), "--bind", LOOPBACK]
+            pid = start(state, "modelstore", [*cmd, "--directory", str(zoo_dir)])
+            wait_until("model store", lambda: http_ok(f"{state.modelstore_url}/"), 30, pid)
         if with_local_node:
             with step("the real local node (Triton processes for pods on edge-local)"):
                 start(
@@ -558,9 +568,19 @@ def up(topology: Path, with_local_node: bool = True) -> LabState:
     console.print(f"[bold green]The edge lab is up[/] in {time.monotonic() - started:.0f} s.")
     console.print(f'  export KUBECONFIG={state.kubeconfig}   (or: eval "$(hack/lab/lab env)")')
     console.print("  kubectl get nodes -o wide")
-    console.print(f"  Prometheus: {state.prometheus_url}   logs: {state.logs}")
+    console.print(
+        f"  Prometheus: {state.prometheus_url}   models: {state.modelstore_url}   logs: {state.logs}"
+    )
     console.print("  hack/lab/lab down   stops everything it started")
     return state
+
+
+def build_zoo() -> Path:
+    """The zoo's models in their cache (built once, in seconds); returns the directory."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    code = "from edgetenant import zoo; [zoo.ensure_model(m) for m in zoo.ZOO]; print(zoo.zoo_cache_dir())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
 
 
 def down(remove_state: bool = True) -> None:
@@ -612,6 +632,7 @@ def env(as_json: bool) -> int:
         "KUBECONFIG": str(state.kubeconfig),
         "EDGETENANT_LAB_BIN": state.bin_dir,
         "EDGETENANT_PROMETHEUS_URL": state.prometheus_url,
+        "EDGETENANT_MODELSTORE_URL": state.modelstore_url,
         "EDGETENANT_LAB_DIR": str(state.dir),
     }
     if as_json:

@@ -24,6 +24,8 @@ MODEL_REPOSITORY: Final = "/models"
 HTTP_PORT: Final = 8000
 GRPC_PORT: Final = 8001
 METRICS_PORT: Final = 8002
+# The API's batching modes (YAML-safe names) by member name → the renderer's words.
+BATCHING_MODES: Final = {"AUTO": "Auto", "OFF": "Off", "FIXED": "Fixed"}
 # The tenant's pods are restricted-PSS compliant; Triton's images run fine as this user.
 RUN_AS_USER: Final = 1000
 
@@ -83,7 +85,7 @@ def triton_spec(tenant: InferenceTenant, klass: AcceleratorClass, instance_count
         raise ValueError(f"AcceleratorClass {klass.metadata.name} does not support format {model.format}")
     batching = tenant.spec.batching
     dynamic = build_dynamic_batching(
-        str(batching.mode),
+        BATCHING_MODES[batching.mode.name],
         max_queue_delay_microseconds=batching.max_queue_delay_microseconds,
         preferred_batch_sizes=tuple(batching.preferred_batch_sizes or ()),
     )

@@ -1,0 +1,90 @@
+"""The Kubernetes objects rendered for a tenant (pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edgetenant.api.models import AcceleratorClass, InferenceTenant
+from edgetenant.render.kube import RenderSettings, render_all
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def klass(name: str) -> AcceleratorClass:
+    doc = yaml.safe_load((REPO / "manifests" / "acceleratorclasses" / f"{name}.yaml").read_text())
+    return AcceleratorClass.model_validate(doc)
+
+
+def tenant(**spec: Any) -> InferenceTenant:
+    body = {
+        "apiVersion": "edgetenant.io/v1alpha1",
+        "kind": "InferenceTenant",
+        "metadata": {"name": "mnv2", "namespace": "vision", "uid": "u-1", "generation": 2},
+        "spec": {"model": {"format": "onnx", "uri": "http://127.0.0.1:18080/mobilenet_v2.onnx"}, **spec},
+    }
+    return InferenceTenant.model_validate(body)
+
+
+def by_kind(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["kind"]: o for o in objects}
+
+
+def test_gpu_tenant_gets_its_device_node_tolerations_and_runtime_class() -> None:
+    objects = by_kind(render_all(tenant(), klass("jetson-tx2"), "jetson-tx2-1", 3, RenderSettings()))
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    triton = pod["containers"][0]
+    assert triton["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    assert term["matchFields"] == [{"key": "metadata.name", "operator": "In", "values": ["jetson-tx2-1"]}]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["runtimeClassName"] == "nvidia"
+    config = objects["ConfigMap"]["data"]["config.pbtxt"]
+    assert 'backend: "onnxruntime"' in config
+    assert "count: 3" in config
+    assert "kind: KIND_GPU" in config
+
+
+def test_workload_is_owned_labelled_scraped_and_restricted() -> None:
+    objects = render_all(tenant(), klass("x86-cpu"), "edge-local", 1, RenderSettings())
+    for obj in objects:
+        owner = obj["metadata"]["ownerReferences"][0]
+        assert owner["kind"] == "InferenceTenant"
+        assert owner["uid"] == "u-1"
+        assert obj["metadata"]["labels"]["edgetenant.io/tenant"] == "mnv2"
+    deployment = by_kind(objects)["Deployment"]
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == "8002"
+    assert template["spec"]["securityContext"]["runAsNonRoot"] is True
+    for container in template["spec"]["containers"] + template["spec"]["initContainers"]:
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    args = template["spec"]["containers"][0]["args"]
+    assert "--model-control-mode=explicit" in args
+    assert "--load-model=mnv2" in args
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert "resources" in template["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in template["spec"]["containers"][0]["resources"]["limits"]
+
+
+def test_fetcher_gets_the_uri_and_writes_into_the_model_repository() -> None:
+    deployment = by_kind(render_all(tenant(), klass("x86-cpu"), "edge-local", 1, RenderSettings()))["Deployment"]
+    init = deployment["spec"]["template"]["spec"]["initContainers"][0]
+    assert "--uri=http://127.0.0.1:18080/mobilenet_v2.onnx" in init["args"]
+    assert "--dest=/models/mnv2/1/model.onnx" in init["args"]
+
+
+@pytest.mark.parametrize(("mode", "expect"), [("Auto", True), ("Disabled", False)])
+def test_batching_modes_reach_the_triton_config(mode: str, expect: bool) -> None:
+    objects = by_kind(render_all(tenant(batching={"mode": mode}), klass("x86-cpu"), "n", 1, RenderSettings()))
+    assert ("dynamic_batching" in objects["ConfigMap"]["data"]["config.pbtxt"]) is expect
+
+
+def test_rendering_is_deterministic() -> None:
+    first = render_all(tenant(), klass("jetson-nano"), "jetson-nano-1", 2, RenderSettings())
+    second = render_all(tenant(), klass("jetson-nano"), "jetson-nano-1", 2, RenderSettings())
+    assert first == second

@@ -1,0 +1,155 @@
+"""The status a tenant gets from what the operator observed (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from edgetenant.placement import Placement
+from edgetenant.status import Observation, PodView, desired_status, status_changed
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+def placement(node: str = "jetson-tx2-1", klass: str = "jetson-tx2") -> Placement:
+    return Placement("ns/t", node, klass, 0, 2, 30.0, 40.0, estimated=False)
+
+
+def pod(node: str, ready: bool, name: str = "t-1", fetch_failed: str = "") -> PodView:
+    return PodView(name, node, "127.64.0.9", "Running", ready, "" if ready else "not loaded", fetch_failed)
+
+
+def observe(
+    placed: Placement | None = None,
+    pods: tuple[PodView, ...] = (),
+    *,
+    unplaced: str | None = None,
+    problem: str | None = None,
+) -> Observation:
+    return Observation(
+        generation=3,
+        placement=placed,
+        unplaced_reason=unplaced,
+        spec_problem=problem,
+        pods=pods,
+        instance_count=1,
+        endpoint="http://t.ns.svc:8000/v2/models/t",
+        resource="nvidia.com/gpu",
+        selector="edgetenant.io/tenant=t",
+        replicas=len(pods),
+    )
+
+
+def conditions(status: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+
+
+def test_placed_but_not_yet_loaded_is_not_ready() -> None:
+    obs = observe(placement(), (pod("jetson-tx2-1", ready=False),))
+    status = desired_status({}, obs, NOW)
+    c = conditions(status)
+    assert c["Placed"] == ("True", "Placed")
+    assert c["ModelLoaded"][0] == "False"
+    assert c["Ready"][0] == "False"
+    assert c["Reconciling"][0] == "True"
+    assert status["targetPlacement"]["node"] == "jetson-tx2-1"
+    assert status["activePlacement"] is None
+    assert ("Normal", "Placed", "placed on jetson-tx2 device 0 on node jetson-tx2-1") in obs.events
+
+
+def test_ready_only_when_triton_says_so_on_the_target() -> None:
+    status = desired_status({}, observe(placement(), (pod("jetson-tx2-1", ready=True),)), NOW)
+    c = conditions(status)
+    assert c["Ready"] == ("True", "Serving")
+    assert c["Reconciling"] == ("False", "Settled")
+    assert status["activePlacement"]["node"] == "jetson-tx2-1"
+    assert all(cond["observedGeneration"] == 3 for cond in status["conditions"])
+
+
+def test_a_second_pass_changes_nothing() -> None:
+    obs = observe(placement(), (pod("jetson-tx2-1", ready=True),))
+    first = desired_status({}, obs, NOW)
+    again = observe(placement(), (pod("jetson-tx2-1", ready=True),))
+    second = desired_status(first, again, NOW + timedelta(minutes=5))
+    assert not status_changed(first, second)
+    assert again.events == []
+
+
+def test_a_move_is_make_before_break() -> None:
+    settled = desired_status({}, observe(placement(), (pod("jetson-tx2-1", ready=True),)), NOW)
+    moving_obs = observe(
+        placement("jetson-nano-1", "jetson-nano"),
+        (pod("jetson-tx2-1", ready=True), pod("jetson-nano-1", ready=False, name="t-2")),
+    )
+    moving = desired_status(settled, moving_obs, NOW + timedelta(seconds=1))
+    assert moving["targetPlacement"]["node"] == "jetson-nano-1"
+    assert moving["activePlacement"]["node"] == "jetson-tx2-1", (
+        "the old copy serves until the new one is ready"
+    )
+    assert conditions(moving)["Ready"][0] == "False"
+    assert moving["movesInLastHour"] == 1
+    assert any(e[1] == "MoveStarted" for e in moving_obs.events)
+    done_obs = observe(
+        placement("jetson-nano-1", "jetson-nano"), (pod("jetson-nano-1", ready=True, name="t-2"),)
+    )
+    done = desired_status(moving, done_obs, NOW + timedelta(seconds=20))
+    assert done["activePlacement"]["node"] == "jetson-nano-1"
+    assert conditions(done)["Ready"][0] == "True"
+    assert any(e[1] == "MoveCompleted" for e in done_obs.events)
+
+
+def test_moves_age_out_of_the_hour_window() -> None:
+    settled = desired_status({}, observe(placement(), (pod("jetson-tx2-1", ready=True),)), NOW)
+    moved = desired_status(settled, observe(placement("jetson-nano-1", "jetson-nano")), NOW)
+    later = desired_status(
+        moved, observe(placement("jetson-nano-1", "jetson-nano")), NOW + timedelta(hours=2)
+    )
+    assert moved["movesInLastHour"] == 1
+    assert later["movesInLastHour"] == 0
+
+
+def test_unschedulable_is_stalled_with_the_planners_reason() -> None:
+    reason = "needs 900 MiB, largest free on a compatible device is 512 MiB"
+    obs = observe(unplaced=reason)
+    status = desired_status({}, obs, NOW)
+    c = conditions(status)
+    assert c["Placed"] == ("False", "Unschedulable")
+    assert c["Stalled"] == ("True", "Unschedulable")
+    assert c["Reconciling"][0] == "False"
+    assert ("Warning", "Unschedulable", reason) in obs.events
+
+
+def test_invalid_spec_keeps_the_last_target_and_warns() -> None:
+    settled = desired_status({}, observe(placement(), (pod("jetson-tx2-1", ready=True),)), NOW)
+    obs = observe(None, (pod("jetson-tx2-1", ready=True),), problem="unknown AcceleratorClass gpu-x")
+    status = desired_status(settled, obs, NOW)
+    assert conditions(status)["Placed"] == ("False", "InvalidSpec")
+    assert status["targetPlacement"] == settled["targetPlacement"]
+    assert status["activePlacement"] == settled["activePlacement"]
+    assert any(e[1] == "InvalidSpec" for e in obs.events)
+
+
+def test_a_failed_model_fetch_is_reported_with_the_fetchers_words() -> None:
+    failed = pod("jetson-tx2-1", ready=False, fetch_failed="fetch-model failed: HTTP 404 for http://x/m.onnx")
+    status = desired_status({}, observe(placement(), (failed,)), NOW)
+    c = conditions(status)
+    assert c["ModelLoaded"] == ("False", "ModelFetchFailed")
+    assert c["Stalled"] == ("True", "ModelFetchFailed")
+
+
+def test_tuning_conditions_are_carried_over() -> None:
+    old = {
+        "conditions": [
+            {
+                "type": "MetricsAvailable",
+                "status": "False",
+                "reason": "MetricsUnavailable",
+                "message": "",
+                "lastTransitionTime": "2026-11-30T11:00:00Z",
+            }
+        ],
+        "concurrency": {"current": 4, "target": 4, "ceiling": 7},
+    }
+    status = desired_status(old, observe(placement(), (pod("jetson-tx2-1", ready=True),)), NOW)
+    assert conditions(status)["MetricsAvailable"] == ("False", "MetricsUnavailable")
+    assert status["concurrency"] == {"current": 4, "target": 4, "ceiling": 7}
