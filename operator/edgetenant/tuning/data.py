@@ -185,7 +185,7 @@ class LearnedPoint(_Frozen):
             "batchSize": max_batch_size if self.batching else 1,
             "throughput": round(self.throughput, 3),
             "latencyP95Ms": None if self.latency_p95_ms is None else round(self.latency_p95_ms, 3),
-            "memoryMiB": None if self.memory_mib is None else round(self.memory_mib, 1),
+            "memoryMiB": None if self.memory_mib is None else round(self.memory_mib),
             "source": "Online",
             "measuredAt": self.measured_at.isoformat(),
         }
