@@ -8,13 +8,22 @@ here=$(cd "$(dirname "$0")" && pwd)
 K8S_VERSION=${K8S_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.8}   # the version k8s.io/kubernetes@$K8S_VERSION pins
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
+# Prometheus built from its Go module: Debian's package leaves out kubernetes_sd_configs.
+PROMETHEUS_VERSION=${PROMETHEUS_VERSION:-v0.316.0}
 CACHE=${EDGETENANT_CACHE:-$HOME/.cache/edgetenant}
 BIN=$CACHE/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION/bin
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
 
-want=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok)
+PROM_BIN=$CACHE/prometheus-$PROMETHEUS_VERSION/bin
+want=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok prometheus)
 missing=()
 for b in "${want[@]}"; do [ -x "$BIN/$b" ] || missing+=("$b"); done
+# Each part has its own versioned cache; a Prometheus bump does not rebuild Kubernetes.
+if [ -x "$PROM_BIN/prometheus" ] && [ ! -e "$BIN/prometheus" ] && [ -d "$BIN" ]; then
+  ln -s "$PROM_BIN/prometheus" "$BIN/prometheus"
+  missing=("${missing[@]/prometheus}")
+  missing=(${missing[@]})
+fi
 if [ ${#missing[@]} -eq 0 ]; then
   [ "${1:-}" = "--print-bin" ] && echo "$BIN"
   exit 0
@@ -50,12 +59,22 @@ if [[ " ${missing[*]} " == *" etcd "* ]]; then
   say "go build etcd $ETCD_VERSION"
   go build -trimpath -ldflags "-s -w" -o "$BIN.partial/etcd" go.etcd.io/etcd/server/v3
 fi
+if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+  if [ ! -x "$PROM_BIN/prometheus" ]; then
+    say "go install prometheus $PROMETHEUS_VERSION (about 5 minutes cold)"
+    mkdir -p "$PROM_BIN.partial"
+    GOFLAGS= GOBIN="$PROM_BIN.partial" go install -trimpath -ldflags "-s -w" \
+      "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
+    mkdir -p "$PROM_BIN" && mv "$PROM_BIN.partial/prometheus" "$PROM_BIN/" && rmdir "$PROM_BIN.partial"
+  fi
+  ln -sf "$PROM_BIN/prometheus" "$BIN.partial/prometheus"
+fi
 if [[ " ${missing[*]} " == *" kwok "* ]]; then
   say "go install kwok $KWOK_VERSION"
   GOFLAGS= GOBIN="$BIN.partial" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 fi
 mkdir -p "$BIN"
-for f in "$BIN.partial"/*; do mv "$f" "$BIN/"; done
+for f in "$BIN.partial"/*; do mv -f "$f" "$BIN/"; done
 rmdir "$BIN.partial"
 say "done in $(( $(date +%s) - start )) s"
 [ "${1:-}" = "--print-bin" ] && echo "$BIN"

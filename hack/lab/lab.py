@@ -384,7 +384,7 @@ def component_commands(state: LabState, bins: Path) -> dict[str, list[str]]:
             "--node-lease-duration-seconds=40",
         ],
         "prometheus": [
-            "prometheus",
+            str(bins / "prometheus"),
             f"--config.file={d / 'prometheus.yml'}",
             f"--storage.tsdb.path={d / 'prometheus'}",
             "--storage.tsdb.retention.time=6h",
