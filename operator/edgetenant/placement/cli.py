@@ -56,21 +56,22 @@ def read_files(paths: Sequence[str]) -> list[dict[str, Any]]:
 def read_cluster(kubeconfig: str) -> list[dict[str, Any]]:
     """Nodes, AcceleratorClasses, and InferenceTenants and ModelProfiles of all namespaces."""
     # Only this command talks to a cluster, so the client is imported here, not at module load.
-    from kubernetes import client, config  # noqa: PLC0415
-    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+    # The client is untyped: it is handled as Any and its answers checked by the models.
+    import kubernetes  # noqa: PLC0415
 
+    kube: Any = kubernetes
     try:
-        config.load_kube_config(config_file=kubeconfig)
-        api_client = client.ApiClient()
-        nodes = api_client.sanitize_for_serialization(client.CoreV1Api(api_client).list_node().items)
+        kube.config.load_kube_config(config_file=kubeconfig)
+        api_client = kube.client.ApiClient()
+        nodes = api_client.sanitize_for_serialization(kube.client.CoreV1Api(api_client).list_node().items)
         objects: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Node", **n} for n in nodes]
-        custom = client.CustomObjectsApi(api_client)
+        custom = kube.client.CustomObjectsApi(api_client)
         for kind in ("AcceleratorClass", "InferenceTenant", "ModelProfile"):
             model = api.RESOURCE_KINDS[kind]
             listing = custom.list_cluster_custom_object(api.GROUP, api.VERSION, model.plural)
             objects.extend({"apiVersion": api.API_VERSION, "kind": kind, **item} for item in listing["items"])
         return objects
-    except (ApiException, OSError, config.ConfigException) as exc:
+    except (kube.client.exceptions.ApiException, kube.config.ConfigException, OSError) as exc:
         raise ConfigError(f"cannot read the cluster through {kubeconfig}: {exc}") from exc
 
 

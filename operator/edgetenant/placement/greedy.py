@@ -12,67 +12,89 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from edgetenant.placement.problem import Assignment, Choice, Level, Problem, TenantCandidates
+from edgetenant.placement.problem import Assignment, Choice, ClassCandidates, Problem, TenantCandidates
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
+Index = IntArray | slice
+
+
 class _State:
-    """Per-device aggregates that make a tenant's marginal gain O(1) per candidate."""
+    """Per-device aggregates that make a tenant's marginal gain O(1) per candidate device."""
 
     def __init__(self, problem: Problem) -> None:
         self.problem = problem
         n = len(problem.devices)
-        self.memory = np.array([d.memory_mib for d in problem.devices], dtype=np.float64)
         self.slots = np.array([d.slots for d in problem.devices], dtype=np.int64)
-        self.memory_used = np.zeros(n)
+        self.free_memory = np.array([d.memory_mib for d in problem.devices], dtype=np.float64) + 1e-9
         self.slots_used = np.zeros(n, dtype=np.int64)
+        self.has_slot = self.slots > 0
         self.utilisation = np.zeros(n)  # U = sum demand / thr
         self.weight = np.zeros(n)  # sum priority * demand
+        self.value = np.zeros(n)  # weight * min(1, 1/U): the device's share of the objective
         self.placed: dict[int, tuple[int, int, float, float]] = {}  # tenant -> (device, c, u, memory)
-        self._arrays: dict[int, IntArray] = {}
+        self._index: dict[int, tuple[Index, IntArray]] = {}
+        self._levels: dict[int, tuple[FloatArray, FloatArray]] = {}
+        self._sets: dict[int, frozenset[int]] = {}
 
-    def value(self, devices: IntArray | int) -> FloatArray:
-        u = self.utilisation[devices]
-        return np.asarray(self.weight[devices] * np.minimum(1.0, 1.0 / np.maximum(u, 1.0)))
-
-    def devices_array(self, devices: tuple[int, ...]) -> IntArray:
-        found = self._arrays.get(id(devices))
+    def index(self, devices: tuple[int, ...]) -> tuple[Index, IntArray]:
+        """(what to index the device arrays with, the device numbers): a slice, a view without a
+        copy, when the devices are contiguous, as a class's devices usually are."""
+        found = self._index.get(id(devices))
         if found is None:
-            found = self._arrays[id(devices)] = np.array(devices, dtype=np.int64)
+            numbers = np.array(devices, dtype=np.int64)
+            contiguous = numbers.size > 0 and int(numbers[-1]) - int(numbers[0]) + 1 == numbers.size
+            index: Index = slice(int(numbers[0]), int(numbers[-1]) + 1) if contiguous else numbers
+            found = self._index[id(devices)] = (index, numbers)
         return found
 
-    def add(self, t: int, device: int, concurrency: int, u: float, memory: float) -> None:
+    def _update(self, device: int, sign: int, t: int, u: float, memory: float) -> None:
         tenant = self.problem.tenants[t].tenant
-        self.memory_used[device] += memory
-        self.slots_used[device] += 1
-        self.utilisation[device] += u
-        self.weight[device] += tenant.priority * tenant.demand
+        self.free_memory[device] -= sign * memory
+        self.slots_used[device] += sign
+        self.has_slot[device] = self.slots_used[device] < self.slots[device]
+        self.utilisation[device] += sign * u
+        self.weight[device] += sign * tenant.priority * tenant.demand
+        self.value[device] = self.weight[device] / max(self.utilisation[device], 1.0)
+
+    def add(self, t: int, device: int, concurrency: int, u: float, memory: float) -> None:
+        self._update(device, +1, t, u, memory)
         self.placed[t] = (device, concurrency, u, memory)
 
     def remove(self, t: int) -> None:
         device, _, u, memory = self.placed.pop(t)
-        tenant = self.problem.tenants[t].tenant
-        self.memory_used[device] -= memory
-        self.slots_used[device] -= 1
-        self.utilisation[device] -= u
-        self.weight[device] -= tenant.priority * tenant.demand
+        self._update(device, -1, t, u, memory)
+
+    def candidates(self, t: int, cc: ClassCandidates) -> tuple[Index, IntArray] | None:
+        tc = self.problem.tenants[t]
+        if tc.pinned:
+            if tc.current is None or tc.current not in self._members(cc):
+                return None
+            one = np.array([tc.current], dtype=np.int64)
+            return one, one
+        return self.index(cc.devices)
+
+    def _members(self, cc: ClassCandidates) -> frozenset[int]:
+        found = self._sets.get(id(cc))
+        if found is None:
+            found = self._sets[id(cc)] = frozenset(cc.devices)
+        return found
 
     def best(self, t: int) -> tuple[float, int, int, float, float] | None:
         """(gain, device, concurrency, u, memory) of the tenant's best choice, or None."""
         tc: TenantCandidates = self.problem.tenants[t]
         best: tuple[float, int, int, float, float] | None = None
         for cc in tc.classes:
-            devices = self.devices_array(cc.devices)
-            if tc.pinned:
-                devices = devices[devices == tc.current]
-            if devices.size == 0:
+            where = self.candidates(t, cc)
+            if where is None:
                 continue
+            devices = where[1]
             # Rows are devices, columns levels: the first maximum of the flattened matrix is the
             # earliest node, then the lowest concurrency. Rounding keeps float noise from
             # deciding ties.
-            gains = np.round(self.gains(t, devices, cc.levels), 9)
+            gains = np.round(self.gains(t, where, cc), 9)
             flat = int(np.argmax(gains))
             g = float(gains.flat[flat])
             if g == -np.inf or (best is not None and g <= best[0]):
@@ -88,26 +110,31 @@ class _State:
             )
         return best
 
-    def gains(self, t: int, devices: IntArray, levels: tuple[Level, ...]) -> FloatArray:
+    def level_arrays(self, t: int, cc: ClassCandidates) -> tuple[FloatArray, FloatArray]:
+        """(u, memory) per level of one tenant on one class, cached."""
+        found = self._levels.get(id(cc))
+        if found is None:
+            demand = self.problem.tenants[t].tenant.demand
+            found = (
+                np.array([demand / lv.throughput for lv in cc.levels]),
+                np.array([lv.memory_mib for lv in cc.levels]),
+            )
+            self._levels[id(cc)] = found
+        return found
+
+    def gains(self, t: int, where: tuple[Index, IntArray], cc: ClassCandidates) -> FloatArray:
         """Marginal objective of adding tenant t: rows devices, columns levels (-inf: no room)."""
+        index, numbers = where
         tc = self.problem.tenants[t]
         tenant = tc.tenant
-        pd = tenant.priority * tenant.demand
-        base = self.value(devices)
-        u_now = self.utilisation[devices]
-        weight = self.weight[devices]
-        free_memory = self.memory[devices] - self.memory_used[devices] + 1e-9
-        has_slot = self.slots_used[devices] < self.slots[devices]
-        bonus = (
-            np.where(devices == tc.current, self.problem.move_cost, 0.0) if tc.current is not None else 0.0
-        )
-        result = np.empty((devices.size, len(levels)))
-        for j, level in enumerate(levels):
-            new_u = np.maximum(u_now + tenant.demand / level.throughput, 1.0)
-            gain = (weight + pd) / new_u - base + bonus
-            ok = has_slot & (level.memory_mib <= free_memory)
-            result[:, j] = np.where(ok, gain, -np.inf)
-        return result
+        u, memory = self.level_arrays(t, cc)
+        new_u = np.maximum(self.utilisation[index][:, None] + u, 1.0)
+        gain = (self.weight[index] + tenant.priority * tenant.demand)[:, None] / new_u
+        gain -= self.value[index][:, None]
+        if tc.current is not None:
+            gain[numbers == tc.current] += self.problem.move_cost
+        ok = self.has_slot[index][:, None] & (memory <= self.free_memory[index][:, None])
+        return np.where(ok, gain, -np.inf)
 
     def first_at_least(
         self, t: int, here: tuple[int, int, float, float] | None
@@ -116,21 +143,18 @@ class _State:
         tc = self.problem.tenants[t]
         target = 0.0
         if here is not None:
-            cc = next(
-                cc
-                for cc in tc.classes
-                if here[0] in cc.devices and any(lv.concurrency == here[1] for lv in cc.levels)
-            )
-            level = next(lv for lv in cc.levels if lv.concurrency == here[1])
-            target = float(self.gains(t, np.array([here[0]]), (level,))[0, 0])
+            name = self.problem.devices[here[0]].ref.accelerator_class
+            cc = next(cc for cc in tc.classes if cc.accelerator_class == name)
+            j = next(j for j, lv in enumerate(cc.levels) if lv.concurrency == here[1])
+            one = np.array([here[0]], dtype=np.int64)
+            target = float(self.gains(t, (one, one), cc)[0, j])
         tolerance = 1e-9 * max(1.0, abs(target))
         for cc in tc.classes:
-            devices = self.devices_array(cc.devices)
-            if tc.pinned:
-                devices = devices[devices == tc.current]
-            if devices.size == 0:
+            where = self.candidates(t, cc)
+            if where is None:
                 continue
-            gains = self.gains(t, devices, cc.levels)
+            devices = where[1]
+            gains = self.gains(t, where, cc)
             hits = np.flatnonzero(gains.ravel() >= target - tolerance)
             if hits.size:
                 i, j = divmod(int(hits[0]), len(cc.levels))
@@ -170,7 +194,10 @@ def greedy_order(problem: Problem) -> list[int]:
     )
 
 
-def solve_greedy(problem: Problem, *, relocation_passes: int = 3) -> dict[str, Choice]:
+def solve_greedy(problem: Problem, *, relocation_passes: int | None = None) -> dict[str, Choice]:
+    """`relocation_passes` defaults to 3, and 1 above 500 tenants (each pass costs a greedy run)."""
+    if relocation_passes is None:
+        relocation_passes = 3 if len(problem.tenants) <= 500 else 1
     state = _State(problem)
     order = greedy_order(problem)
     for t in order:
@@ -212,12 +239,11 @@ def shortlist(problem: Problem, assignment: Assignment, *, per_tenant: int) -> d
         keep = {d for d in (tc.current, here and here[0]) if d is not None}
         scored: list[tuple[float, int]] = []
         for cc in tc.classes:
-            devices = state.devices_array(cc.devices)
-            if tc.pinned:
-                devices = devices[devices == tc.current]
-            if devices.size == 0:
+            where = state.candidates(t, cc)
+            if where is None:
                 continue
-            gains = state.gains(t, devices, cc.levels).max(axis=1)
+            devices = where[1]
+            gains = state.gains(t, where, cc).max(axis=1)
             top = np.argsort(-gains, kind="stable")[:per_tenant]
             scored.extend((float(gains[i]), int(devices[i])) for i in top if gains[i] > -np.inf)
         scored.sort(key=lambda s: -s[0])

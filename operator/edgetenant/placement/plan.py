@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from edgetenant.placement.problem import (
     Assignment,
     Choice,
@@ -17,6 +20,9 @@ from edgetenant.placement.problem import (
     moved,
     served,
 )
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +130,13 @@ def build_plan(
             )
         )
     usage = device_usage(problem, assignment)
+    by_index = [usage[d.ref] for d in problem.devices]
+    room = (
+        np.array([u.memory_mib - u.memory_used_mib for u in by_index], dtype=np.float64),
+        np.array([u.slots_used < u.slots for u in by_index], dtype=np.bool_),
+    )
     unplaced = tuple(
-        Unplaced(tc.tenant.key, unplaced_reason(problem, tc, usage))
+        Unplaced(tc.tenant.key, unplaced_reason(problem, tc, room))
         for tc in problem.tenants
         if tc.tenant.key not in assignment
     )
@@ -170,11 +181,11 @@ def device_usage(problem: Problem, assignment: Assignment) -> dict[DeviceRef, De
     return result
 
 
-def unplaced_reason(problem: Problem, tc: TenantCandidates, usage: dict[DeviceRef, DeviceUsage]) -> str:
+def unplaced_reason(problem: Problem, tc: TenantCandidates, room: tuple[FloatArray, BoolArray]) -> str:
+    """Why a tenant is left out; `room` is (free memory, has a free slot) per device index."""
     tenant = tc.tenant
     if not tc.classes:
         return "; ".join(tc.rejections) or "no compatible device"
-    candidates = [(cc, d) for cc in tc.classes for d in cc.devices if not tc.pinned or d == tc.current]
     prefix = ""
     if tc.pinned:
         why = (
@@ -184,21 +195,26 @@ def unplaced_reason(problem: Problem, tc: TenantCandidates, usage: dict[DeviceRe
             f"{tenant.max_moves_per_hour}"
         )
         prefix = f"may not move ({why}) and its device is taken: "
-    with_slot = [
-        (cc, d) for cc, d in candidates if usage[problem.devices[d].ref].slots_used < problem.devices[d].slots
-    ]
+    free_memory, has_slot = room
+    candidates = with_slot = 0
+    largest_free = -1.0
+    fits = False
+    for cc in tc.classes:
+        devices = np.array([tc.current] if tc.pinned else cc.devices, dtype=np.int64)
+        if tc.pinned and tc.current not in cc.devices:
+            continue
+        candidates += devices.size
+        open_ = devices[has_slot[devices]]
+        with_slot += open_.size
+        if open_.size:
+            free = float(free_memory[open_].max())
+            largest_free = max(largest_free, free)
+            fits = fits or min(lv.memory_mib for lv in cc.levels) <= free + 1e-9
     if not with_slot:
-        return prefix + f"all {len(candidates)} compatible devices are full (no free slot)"
-    need = min(min(lv.memory_mib for lv in cc.levels) for cc, _ in with_slot)
-    free = max(
-        problem.devices[d].memory_mib - usage[problem.devices[d].ref].memory_used_mib for _, d in with_slot
-    )
-    if all(
-        min(lv.memory_mib for lv in cc.levels)
-        > problem.devices[d].memory_mib - usage[problem.devices[d].ref].memory_used_mib + 1e-9
-        for cc, d in with_slot
-    ):
-        return prefix + f"needs {need:.0f} MiB, largest free on a compatible device is {free:.0f} MiB"
+        return prefix + f"all {candidates} compatible devices are full (no free slot)"
+    if not fits:
+        need = min(min(lv.memory_mib for lv in cc.levels) for cc in tc.classes)
+        return prefix + f"needs {need:.0f} MiB, largest free on a compatible device is {largest_free:.0f} MiB"
     return prefix + (
         "every compatible device with room is saturated: placing it (priority "
         f"{tenant.priority:g}, {tenant.demand:g} req/s) would take more from the tenants there than it adds"

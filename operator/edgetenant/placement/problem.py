@@ -459,3 +459,15 @@ def evaluate(problem: Problem | Snapshot, assignment: Assignment) -> float:
         for key, s in served(problem, assignment).items()
     )
     return value - problem.move_cost * len(moved(problem, assignment))
+
+
+def upper_bound(problem: Problem) -> float:
+    """An objective no plan can beat: every placeable tenant fully served, and only the moves
+    that cannot be avoided (a tenant whose current device is gone or no longer fits it)."""
+    value = 0.0
+    for tc in problem.tenants:
+        if tc.classes:
+            value += tc.tenant.priority * tc.tenant.demand
+        if tc.tenant.current is not None and not any(tc.current in cc.devices for cc in tc.classes):
+            value -= problem.move_cost
+    return value

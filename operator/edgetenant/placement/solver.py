@@ -15,12 +15,13 @@ import time
 from edgetenant.placement.baselines import BASELINES
 from edgetenant.placement.greedy import polish, shortlist, solve_greedy
 from edgetenant.placement.plan import Plan, build_plan
-from edgetenant.placement.problem import DEFAULT_MOVE_COST, Problem, compile_problem, evaluate
+from edgetenant.placement.problem import DEFAULT_MOVE_COST, Problem, compile_problem, evaluate, upper_bound
 from edgetenant.placement.snapshot import Snapshot
 
 # Above this many (tenant, device, concurrency) options CP-SAT gets a shortlist of devices per tenant.
 FULL_MODEL_OPTIONS = 20_000
 SHORTLIST_DEVICES = 6
+BUILD_OPTIONS_PER_SECOND = 10_000  # measured on a busy 2-core machine; conservative elsewhere
 
 
 def _options(problem: Problem) -> int:
@@ -47,24 +48,43 @@ def solve(
     problem = compile_problem(snapshot, move_cost=move_cost)
     greedy = solve_greedy(problem)
     best, name, optimal, bound = greedy, "greedy", False, None
-    if use_cpsat and problem.tenants:
+    ceiling = upper_bound(problem)
+    if evaluate(problem, greedy) >= ceiling - 1e-9 * max(1.0, abs(ceiling)):
+        # Everyone served in full without avoidable moves: nothing can be better.
+        optimal, bound = True, ceiling
+    elif use_cpsat and problem.tenants:
         candidates = None
-        if _options(problem) > FULL_MODEL_OPTIONS:
-            candidates = shortlist(problem, greedy, per_tenant=shortlist_devices)
         remaining = time_limit_s - (time.perf_counter() - started)
-        result = solve_cpsat(
-            problem,
-            time_limit_s=max(remaining, 0.05),
-            hint=greedy,
-            candidates=candidates,
-            num_workers=num_workers,
-            seed=seed,
+        # Building the program costs Python time the CP-SAT limit does not cover: keep it to about
+        # half of what is left, shortlisting devices per tenant on large instances.
+        affordable = max(remaining, 0.0) / 2 * BUILD_OPTIONS_PER_SECOND
+        options = _options(problem)
+        class_count = max(1, sum(len(tc.classes) for tc in problem.tenants))
+        levels = max(
+            1, round(sum(len(cc.levels) for tc in problem.tenants for cc in tc.classes) / class_count)
         )
-        if result is not None and evaluate(problem, result.assignment) >= evaluate(problem, greedy) - 1e-9:
-            best = result.assignment
-            name = "cp-sat" if candidates is None else "cp-sat (shortlist)"
-            optimal = result.optimal and candidates is None
-            bound = result.bound
+        if options > min(FULL_MODEL_OPTIONS, affordable):
+            per_tenant = min(shortlist_devices, int(affordable // max(1, len(problem.tenants) * levels)))
+            if per_tenant >= 1:
+                candidates = shortlist(problem, greedy, per_tenant=per_tenant)
+        remaining = time_limit_s - (time.perf_counter() - started)
+        result = None
+        if candidates is not None or options <= affordable:
+            modelled = sum(len(c) for c in candidates.values()) * levels if candidates else options
+            result = solve_cpsat(
+                problem,
+                time_limit_s=max(remaining - modelled / BUILD_OPTIONS_PER_SECOND, 0.05),
+                hint=greedy,
+                candidates=candidates,
+                num_workers=num_workers,
+                seed=seed,
+            )
+        if result is not None:
+            bound = min(result.bound, ceiling) if candidates is None and result.bound is not None else ceiling
+            if evaluate(problem, result.assignment) >= evaluate(problem, greedy) - 1e-9:
+                best = result.assignment
+                name = "cp-sat" if candidates is None else "cp-sat (shortlist)"
+                optimal = result.optimal and candidates is None
     return build_plan(
         problem,
         polish(problem, best),

@@ -1,0 +1,160 @@
+"""Quality: the solver against an exhaustive search on random small instances.
+
+    nice .venv/bin/python hack/bench/placement/quality.py --instances 250 --out hack/bench/placement
+
+The exhaustive search enumerates every tenant -> device map (or unplaced); for each device it
+tries every concurrency combination of its tenants, scoring with the same sharing rule that
+`evaluate` uses (problem.served_on_device); the optimum is then re-scored with `evaluate` itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import time
+from functools import cache
+from pathlib import Path
+
+import instances
+
+from edgetenant.placement import solve
+from edgetenant.placement.baselines import BASELINES
+from edgetenant.placement.problem import Choice, Problem, compile_problem, evaluate, served_on_device
+
+
+def exhaustive(problem: Problem) -> tuple[float, dict[str, Choice]]:
+    tenants = problem.tenants
+    choices: list[list[int | None]] = []  # per tenant: device indices it may use, or None
+    for tc in tenants:
+        devices = sorted({d for _, d, _ in tc.options()})
+        choices.append([None, *devices])
+
+    @cache
+    def device_best(d: int, members: tuple[int, ...]) -> tuple[float, tuple[int, ...]] | None:
+        """Best sum priority*served on device d for these tenants over their concurrency levels."""
+        device = problem.devices[d]
+        if len(members) > device.slots:
+            return None
+        level_lists = []
+        for t in members:
+            cls = device.ref.accelerator_class
+            level_lists.append(list(tenants[t].levels_by_class[cls].values()))
+        best: tuple[float, tuple[int, ...]] | None = None
+        for combo in itertools.product(*level_lists):
+            if sum(lv.memory_mib for lv in combo) > device.memory_mib + 1e-9:
+                continue
+            served = served_on_device(
+                [(tenants[t].tenant.demand, lv.throughput) for t, lv in zip(members, combo, strict=True)]
+            )
+            value = sum(tenants[t].tenant.priority * s for t, s in zip(members, served, strict=True))
+            if best is None or value > best[0] + 1e-12:
+                best = (value, tuple(lv.concurrency for lv in combo))
+        return best
+
+    best_value, best_map = -float("inf"), None
+    for mapping in itertools.product(*choices):
+        on: dict[int, list[int]] = {}
+        for t, d in enumerate(mapping):
+            if d is not None:
+                on.setdefault(d, []).append(t)
+        value = 0.0
+        feasible = True
+        for d, members in on.items():
+            found = device_best(d, tuple(members))
+            if found is None:
+                feasible = False
+                break
+            value += found[0]
+        if not feasible:
+            continue
+        for t, tc in enumerate(tenants):
+            if tc.tenant.current is not None and (
+                mapping[t] is None or problem.devices[mapping[t]].ref != _current_ref(tc)
+            ):
+                value -= problem.move_cost
+        if value > best_value + 1e-9:
+            best_value, best_map = value, mapping
+    assert best_map is not None
+    assignment: dict[str, Choice] = {}
+    on = {}
+    for t, d in enumerate(best_map):
+        if d is not None:
+            on.setdefault(d, []).append(t)
+    for d, members in on.items():
+        found = device_best(d, tuple(members))
+        assert found is not None
+        for t, c in zip(members, found[1], strict=True):
+            assignment[tenants[t].tenant.key] = Choice(problem.devices[d].ref, c)
+    exact = evaluate(problem, assignment)
+    assert abs(exact - best_value) < 1e-6 * max(1.0, abs(exact)), (exact, best_value)
+    return exact, assignment
+
+
+def _current_ref(tc):  # type: ignore[no-untyped-def]
+    from edgetenant.placement.problem import DeviceRef
+
+    cur = tc.tenant.current
+    return DeviceRef(cur.node, cur.accelerator_class, cur.device)
+
+
+def ratio(value: float, optimum: float) -> float:
+    """value / optimum, on objectives shifted so that 'place nothing' scores 0 (moves can make
+    raw objectives negative)."""
+    return 1.0 if abs(optimum) < 1e-9 else value / optimum
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--instances", type=int, default=250)
+    parser.add_argument("--time-limit", type=float, default=2.0)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent)
+    args = parser.parse_args()
+    rows = []
+    started = time.perf_counter()
+    for seed in range(args.instances):
+        snapshot = instances.random_small(seed)
+        problem = compile_problem(snapshot)
+        optimum, _ = exhaustive(problem)
+        nothing = evaluate(problem, {})  # every current tenant taken off: the floor
+        plan = solve(snapshot, time_limit_s=args.time_limit)
+        base = {name: evaluate(problem, fn(problem)) for name, fn in BASELINES.items()}
+        span = optimum - nothing
+        rows.append(
+            {
+                "seed": seed,
+                "tenants": len(snapshot.tenants),
+                "devices": len(problem.devices),
+                "optimum": optimum,
+                "solver": plan.objective,
+                "solver_name": plan.solver,
+                "solve_ms": plan.solve_ms,
+                "ratio": ratio(plan.objective - nothing, span),
+                "baselines": {k: ratio(v - nothing, span) for k, v in base.items()},
+                "beats_best_baseline": plan.objective >= max(base.values()) - 1e-6,
+            }
+        )
+        print(
+            f"{seed}: ratio {rows[-1]['ratio']:.4f} ({plan.solver}, {plan.solve_ms:.0f} ms)", file=sys.stderr
+        )
+    ratios = [r["ratio"] for r in rows]
+    summary = {
+        "instances": len(rows),
+        "mean_ratio": statistics.fmean(ratios),
+        "worst_ratio": min(ratios),
+        "optimal_share": sum(1 for r in ratios if r >= 1 - 1e-9) / len(ratios),
+        "never_below_best_baseline": all(r["beats_best_baseline"] for r in rows),
+        "baseline_mean_ratio": {k: statistics.fmean(r["baselines"][k] for r in rows) for k in BASELINES},
+        "solve_ms_median": statistics.median(r["solve_ms"] for r in rows),
+        "wall_s": time.perf_counter() - started,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "quality.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
