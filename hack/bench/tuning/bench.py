@@ -49,10 +49,20 @@ from edgetenant.tuning.loop import TickResult, TuningLoop, render_from_spec, tar
 HERE = Path(__file__).resolve().parent
 
 
+# Set from the command line: KIND_CPU with one intra-op thread per instance (concurrency, not
+# ORT's thread pool, uses the cores), or KIND_GPU (ORT's CUDA provider) on a GPU machine.
+INSTANCE_KIND = "KIND_CPU"
+
+
 def model_spec(model: str, instances: int = 1) -> TritonModelSpec:
-    # One intra-op thread per instance: concurrency, not ORT's thread pool, uses the cores.
+    gpu = INSTANCE_KIND == "KIND_GPU"
     return TritonModelSpec(
-        name=model, backend=SHIM_BACKEND, max_batch_size=8, instance_count=instances, threads_per_instance=1
+        name=model,
+        backend=SHIM_BACKEND,
+        max_batch_size=8,
+        instance_count=instances,
+        instance_kind=INSTANCE_KIND,
+        threads_per_instance=None if gpu else 1,
     )
 
 
@@ -107,21 +117,23 @@ async def sweep(
 
 
 def profile_yaml(model: str, points: list[SweepPoint], *, clients: int) -> dict[str, Any]:
+    gpu = INSTANCE_KIND == "KIND_GPU"
     now = datetime.now(UTC).replace(microsecond=0).isoformat()
     return {
         "apiVersion": "edgetenant.io/v1alpha1",
         "kind": "ModelProfile",
         "metadata": {
-            "name": f"{model.replace('_', '-')}-x86-cpu",
+            "name": f"{model.replace('_', '-')}-{'nvidia-dgpu' if gpu else 'x86-cpu'}",
             "annotations": {
                 "edgetenant.io/measured-by": "hack/bench/tuning/bench.py sweep "
-                f"(closed loop, {clients} clients, ORT shim, 1 thread/instance, 2-core shared VM)"
+                f"(closed loop, {clients} clients, ORT shim, "
+                + ("CUDA provider, KIND_GPU)" if gpu else "1 thread/instance, 2-core shared VM)")
             },
         },
         "spec": {
             "model": model,
             "format": "onnx",
-            "acceleratorClass": "x86-cpu",
+            "acceleratorClass": "nvidia-dgpu" if gpu else "x86-cpu",
             "points": [
                 {
                     "concurrency": p.concurrency,
@@ -272,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep-only", action="store_true")
     p.add_argument("--profiles-dir", type=Path, help="write each sweep as a ModelProfile YAML here")
     p.add_argument("--out", type=Path, default=HERE / "results.json")
+    p.add_argument("--instance-kind", choices=["KIND_CPU", "KIND_GPU"], default="KIND_CPU")
     args = p.parse_args(argv)
+    global INSTANCE_KIND  # noqa: PLW0603  (a script-wide setting, fixed before anything runs)
+    INSTANCE_KIND = args.instance_kind
     results = []
     started = time.time()
     for model in args.models:
