@@ -178,6 +178,7 @@ def render_deployment(
                 "args": [
                     f"--uri={tenant.spec.model.uri}",
                     f"--dest={model_file}",
+                    f"--format={tenant.spec.model.format}",
                     f"--backend={backend.backend}",
                 ],
                 "securityContext": container_security,
