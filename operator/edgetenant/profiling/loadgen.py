@@ -90,8 +90,8 @@ async def _request_template(
     inputs = []
     for tensor in metadata["inputs"]:
         shape = [int(d) for d in tensor["shape"]]
-        if batching:
-            shape[0] = batch_size
+        if batching or (shape and shape[0] == -1):
+            shape[0] = batch_size  # a variable leading axis is the batch, even without Triton batching
         if any(d < 0 for d in shape):
             raise ValueError(f"input {tensor['name']!r} of {model!r} has variable dims {shape}; cannot guess")
         dtype = triton_to_np_dtype(tensor["datatype"])

@@ -116,6 +116,20 @@ def process_tree_memory_mib(pid: int) -> float:
     return total / 1024
 
 
+async def _settled_memory_mib(pid: int, *, timeout_s: float = 15.0) -> float:
+    """The process tree's memory once it stops changing (unloaded stubs take a moment to exit)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    previous = process_tree_memory_mib(pid)
+    while loop.time() < deadline:
+        await asyncio.sleep(0.5)
+        current = process_tree_memory_mib(pid)
+        if abs(current - previous) < 2.0:
+            return current
+        previous = current
+    return previous
+
+
 async def sweep(
     url: str,
     base: TritonModelSpec,
@@ -141,8 +155,7 @@ async def sweep(
         if server_pid is not None:
             if await triton.model_ready(base.name):
                 await triton.unload_model(base.name)
-            await asyncio.sleep(0.5)
-            baseline = process_tree_memory_mib(server_pid)
+            baseline = await _settled_memory_mib(server_pid)
         for thread_count in threads:
             for batched in batching:
                 best = 0.0

@@ -1,0 +1,303 @@
+"""The CME experiment on this machine: every zoo model, 1..8 model instances, on a real Triton.
+
+Reproduces the concurrent-model-execution measurements of the research (throughput against the
+number of concurrently executing instances) on this machine's CPU, with Triton's Python-backend
+ONNX Runtime shim, one intra-op thread per instance (the CME-style setting), plus the
+"1 instance x all cores" point for comparison. Writes results.json, RESULTS.md and PNG plots
+beside this file. Compares each model's best throughput x FLOPs with a measured matrix-multiply
+peak of the same cores (numpy/OpenBLAS and ONNX Runtime MatMul).
+
+    .venv/bin/python hack/bench/cme/cme.py                  # everything (~15 min on 2 cores)
+    .venv/bin/python hack/bench/cme/cme.py --models resnet18 --duration 5 --max-instances 4
+    .venv/bin/python hack/bench/cme/cme.py --report-only    # re-render RESULTS.md from results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetenant import zoo
+from edgetenant.dataplane import local, repository
+from edgetenant.profiling.sweep import SweepPoint, sweep
+from edgetenant.render.triton import SHIM_BACKEND, TritonModelSpec
+
+HERE = Path(__file__).resolve().parent
+
+
+def matmul_peak_gflops(threads: int, *, size: int = 1024, seconds: float = 3.0) -> dict[str, float]:
+    """Best sustained GFLOP/s of a float32 square matmul, numpy (OpenBLAS) and ONNX Runtime."""
+    import onnxruntime as ort  # noqa: PLC0415
+    from onnx import TensorProto, helper  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    flops = 2 * size**3
+
+    def best_rate(run: Any) -> float:
+        run()  # warm
+        best, deadline = 0.0, time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            run()
+            best = max(best, flops / (time.perf_counter() - start) / 1e9)
+        return best
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "mm",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [size, size]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return {
+        "numpy": best_rate(lambda: a @ b),
+        "onnxruntime": best_rate(lambda: session.run(["c"], {"a": a, "b": b})),
+    }
+
+
+def measure_peaks(cores: int) -> dict[str, Any]:
+    """Run the matmul peak in a child with the BLAS thread count pinned (it is read at import)."""
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(HERE)!r}); from cme import matmul_peak_gflops; "
+        f"print(json.dumps({{'1': matmul_peak_gflops(1), '{cores}': matmul_peak_gflops({cores})}}))"
+    )
+    env = os.environ | {"OMP_NUM_THREADS": str(cores), "OPENBLAS_NUM_THREADS": str(cores)}
+    output = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    peaks: dict[str, Any] = json.loads(output)
+    return peaks
+
+
+async def profile_model(
+    name: str, triton: local.TritonProcess, args: argparse.Namespace, cores: int
+) -> dict[str, Any]:
+    served = f"cme-{name.replace('_', '-')}"
+    base = TritonModelSpec(name=served, backend=SHIM_BACKEND, max_batch_size=0)
+    repository.write_model(triton.model_repository, base, zoo.ensure_model(name))
+
+    def show(point: SweepPoint) -> None:
+        print(
+            f"  {name}: {point.instances} inst x {point.threads_per_instance} thr -> "
+            f"{point.throughput:6.1f}/s p95 {point.p95_ms:7.1f} ms mem +{point.memory_mib or 0:.0f} MiB",
+            flush=True,
+        )
+
+    common = {
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "clients_per_instance": 2,
+        "server_pid": triton.pid,
+        "drop_ratio": None,  # the experiment wants the whole curve, past any fall
+        "on_point": show,
+    }
+    cme = await sweep(triton.url, base, max_instances=args.max_instances, threads=[1], **common)  # type: ignore[arg-type]
+    all_cores = await sweep(triton.url, base, max_instances=1, threads=[cores], **common)  # type: ignore[arg-type]
+    from edgetenant.adapters.triton import TritonAdapter  # noqa: PLC0415
+
+    async with TritonAdapter(triton.url) as admin:
+        await admin.unload_model(served)
+    return {"cme": cme.as_dict(), "all_cores": all_cores.as_dict()}
+
+
+def _points(raw: dict[str, Any]) -> list[SweepPoint]:
+    return [SweepPoint(**p) for p in raw["points"]]
+
+
+def render_report(results: dict[str, Any]) -> str:
+    """RESULTS.md text from results.json."""
+    peaks = results["peaks"]
+    cores = results["machine"]["cores"]
+    peak_all = max(peaks[str(cores)].values())
+    peak_one = max(peaks["1"].values())
+    lines = [
+        "# Concurrent model execution (CME) on this machine's CPU",
+        "",
+        "Generated by `hack/bench/cme/cme.py` from `results.json`; do not edit by hand.",
+        "",
+        f"- Machine: {results['machine']['cpu']}, **{cores} cores** visible, "
+        f"{results['machine']['memory_gib']:.0f} GiB; Python {results['machine']['python']}.",
+        f"- Measured: {results['measured_at']} (load average at start {results['machine']['loadavg']}).",
+        "- Server: tritonserver 2.51 (nvidia-pytriton 0.7.0 wheel), ONNX Runtime "
+        f"{results['runtime']['onnxruntime']} in Triton's Python backend (edgetenant's shim), "
+        "`KIND_CPU` instances, no batching (`max_batch_size: 0`), batch 1 per request.",
+        f"- Load: closed loop, 2 clients per instance, {results['settings']['warmup']:g} s warm-up + "
+        f"{results['settings']['duration']:g} s measured per point; the load generator runs on the "
+        "same cores as the server.",
+        f"- Matrix-multiply peak of these cores (float32 1024x1024): {peak_all:.1f} GFLOP/s with "
+        f"{cores} threads, {peak_one:.1f} GFLOP/s with 1 "
+        f"(numpy/OpenBLAS {peaks[str(cores)]['numpy']:.1f}, "
+        f"ONNX Runtime {peaks[str(cores)]['onnxruntime']:.1f}).",
+        "",
+        "## Summary",
+        "",
+        f"| model | GFLOPs/inference | 1 instance (1 thread) | best | best instances | gain over 1 | "
+        f"1 instance x {cores} threads | p95 at best | best x FLOPs | of matmul peak |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, entry in results["models"].items():
+        cme = _points(entry["cme"])
+        one = cme[0]
+        best = max(cme, key=lambda p: p.throughput)
+        wide = _points(entry["all_cores"])[0]
+        gflops = entry["flops"] / 1e9
+        achieved = best.throughput * gflops
+        lines.append(
+            f"| {name} | {gflops:.2f} | {one.throughput:.1f}/s | {best.throughput:.1f}/s "
+            f"| {best.instances} | "
+            f"{best.throughput / one.throughput:.2f}x | {wide.throughput:.1f}/s | {best.p95_ms:.0f} ms | "
+            f"{achieved:.1f} GFLOP/s | {achieved / peak_all:.0%} |"
+        )
+    lines += [
+        "",
+        "![throughput vs instances](cme-throughput.png)",
+        "",
+        "![p95 latency vs instances](cme-latency.png)",
+        "",
+        "## Throughput (inferences/s) per instance count, 1 thread per instance",
+        "",
+        "| model | " + " | ".join(str(i) for i in range(1, results["settings"]["max_instances"] + 1)) + " |",
+        "|---|" + "---:|" * results["settings"]["max_instances"],
+    ]
+    for name, entry in results["models"].items():
+        cells = [f"{p.throughput:.1f}" for p in _points(entry["cme"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Memory (PSS of tritonserver + its Python-backend stubs over the no-model baseline, MiB)",
+        "",
+        "| model | " + " | ".join(str(i) for i in range(1, results["settings"]["max_instances"] + 1)) + " |",
+        "|---|" + "---:|" * results["settings"]["max_instances"],
+    ]
+    for name, entry in results["models"].items():
+        cells = [f"{p.memory_mib:.0f}" if p.memory_mib is not None else "-" for p in _points(entry["cme"])]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", results.get("discussion", ""), ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any]) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    for metric, ylabel, filename in [
+        ("throughput", "throughput relative to 1 instance", "cme-throughput.png"),
+        ("p95_ms", "p95 latency (ms)", "cme-latency.png"),
+    ]:
+        figure, axis = plt.subplots(figsize=(7, 4.2), dpi=110)
+        for index, (name, entry) in enumerate(results["models"].items()):
+            points = _points(entry["cme"])
+            xs = [p.instances for p in points]
+            values = [getattr(p, metric) for p in points]
+            if metric == "throughput":
+                values = [v / values[0] for v in values]
+            axis.plot(xs, values, "o-", color=f"C{index}", label=name)
+        if metric == "throughput":
+            cores = results["machine"]["cores"]
+            axis.axhline(cores, color="grey", linestyle=":", label=f"{cores} cores (ideal bound)")
+            axis.axhline(1, color="black", linewidth=0.5)
+        else:
+            axis.set_yscale("log")
+        axis.set_xlabel("model instances executing concurrently (1 ORT thread each)")
+        axis.set_ylabel(ylabel)
+        axis.set_title(f"CME on {results['machine']['cores']} CPU cores, Triton + ONNX Runtime")
+        axis.legend(fontsize=7)
+        figure.tight_layout()
+        figure.savefig(HERE / filename)
+        plt.close(figure)
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            memory_kib = int(line.split()[1])
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "memory_gib": memory_kib / 2**20,
+        "python": platform.python_version(),
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    info = machine()
+    cores = info["cores"]
+    print(f"measuring the matmul peak of {cores} cores ...", flush=True)
+    peaks = measure_peaks(cores)
+    print(f"  {peaks}", flush=True)
+    env = local.find_dataplane_env()
+    ort_version = subprocess.run(  # noqa: ASYNC221 - once, before any load runs
+        [str(env.python), "-c", "import onnxruntime; print(onnxruntime.__version__)"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    results: dict[str, Any] = {
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": info,
+        "runtime": {"onnxruntime": ort_version, "triton": "2.51.0"},
+        "settings": {"duration": args.duration, "warmup": args.warmup, "max_instances": args.max_instances},
+        "peaks": peaks,
+        "models": {},
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="edgetenant-cme-"))
+    (workdir / "models").mkdir()
+    with local.start_triton(workdir / "models", log_path=workdir / "tritonserver.log") as triton:
+        for name in args.models:
+            print(f"{name}: sweeping 1..{args.max_instances} instances", flush=True)
+            entry = await profile_model(name, triton, args, cores)
+            entry["flops"] = zoo.model_info(name).flops
+            results["models"][name] = entry
+            (HERE / "results.json").write_text(json.dumps(results, indent=2))  # keep partial results
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=list(zoo.ZOO), choices=list(zoo.ZOO))
+    parser.add_argument("--max-instances", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    results_path = HERE / "results.json"
+    results = json.loads(results_path.read_text()) if args.report_only else asyncio.run(run(args))
+    discussion = HERE / "discussion.md"
+    results["discussion"] = discussion.read_text() if discussion.is_file() else ""
+    plot(results)
+    (HERE / "RESULTS.md").write_text(render_report(results))
+    print(f"wrote {HERE / 'RESULTS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
