@@ -2,8 +2,8 @@
 
 One scenario (module fixture) serves MobileNet V2 on the ORT shim: a brute-force sweep of the
 static instance counts under a closed loop of clients, then the loop from one instance under
-the same load (convergence, then a steady period), then a light open-loop load (it comes
-down). Short intervals (4 s, Prometheus scraping every second) keep the tier fast; the
+the same load (convergence, then a steady period). Other tests: a light load (it comes down),
+Prometheus stopped (it holds), a load Triton refuses (it backs off). Short intervals (4 s, Prometheus scraping every second) keep the tier fast; the
 issue's 5-minute steady run lives in hack/bench/tuning. Nothing here asserts on time.
 """
 
@@ -35,7 +35,7 @@ CLIENTS = 6
 MAX_INSTANCES = 3
 CONVERGE = 10  # intervals allowed to reach 95 % of the brute-force best
 STEADY = 10  # intervals of steady load after that (~40 s; the benchmark runs 5 minutes)
-LIGHT = 10  # intervals of light load
+LIGHT_RATE = 3.0  # req/s: a fraction of what one MobileNet V2 instance serves here
 SWEEP_ORDER = (1, 2, 3, 3, 2, 1)  # there and back: a drifting machine affects every count alike
 SWEEP_POINT_S = 5.0
 
@@ -69,7 +69,6 @@ async def tick_every(
 class Scenario:
     sweep: dict[int, float]
     decisions: list[Decision] = field(default_factory=list)
-    light_rate: float = 0.0
 
     @property
     def best(self) -> float:
@@ -96,7 +95,6 @@ def scenario(
             assert result.errors == 0, result.error_samples
             samples.setdefault(instances, []).append(result.throughput)
         scenario = Scenario(sweep={c: statistics.fmean(v) for c, v in samples.items()})
-        scenario.light_rate = 0.2 * scenario.sweep[1]
 
         await set_instances(triton.url, spec, 1)
         target = target_for(
@@ -109,24 +107,15 @@ def scenario(
         state = initial_state(config()).model_copy(update={"last_change_at": datetime.now(UTC)})
         heavy_s = INTERVAL_S * (CONVERGE + STEADY) + 1.0
 
-        async def load() -> None:
-            heavy = await run_load(triton.url, spec.name, concurrency=CLIENTS, duration_s=heavy_s)
-            assert heavy.errors == 0, heavy.error_samples  # live changes lose no request
-            await run_load(triton.url, spec.name, rate=scenario.light_rate, duration_s=INTERVAL_S * LIGHT)
-
-        load_task = asyncio.create_task(load())
+        load = asyncio.create_task(run_load(triton.url, spec.name, concurrency=CLIENTS, duration_s=heavy_s))
         await asyncio.sleep(0.5)
-        await tick_every(state, target, CONVERGE + STEADY + LIGHT, scenario.decisions)
-        await load_task
+        await tick_every(state, target, CONVERGE + STEADY, scenario.decisions)
+        heavy = await load
+        assert heavy.errors == 0, heavy.error_samples  # live changes lose no request
         return scenario
 
     result: Scenario = run(go())
     return result
-
-
-def test_the_sweep_found_more_than_one_instance_worth_having(scenario: Scenario) -> None:
-    # Precondition of the scenario: on two cores, two single-threaded instances beat one.
-    assert scenario.best > 1.2 * scenario.sweep[1], scenario.sweep
 
 
 def test_reaches_95_percent_of_the_brute_force_best_within_10_intervals(scenario: Scenario) -> None:
@@ -146,20 +135,48 @@ def test_changes_at_most_once_during_steady_load(scenario: Scenario) -> None:
     steady = scenario.decisions[CONVERGE : CONVERGE + STEADY]
     changes = [(d.action.value, d.reason) for d in steady if d.changed]
     assert len(changes) <= 1, changes
-    measured = [d.signals.throughput for d in steady if d.signals is not None]
-    assert statistics.median(measured) >= 0.95 * scenario.best, (measured, scenario.sweep)
     assert all(d.metrics_available for d in steady)
 
 
-def test_comes_down_when_load_drops(scenario: Scenario) -> None:
-    top = scenario.decisions[CONVERGE + STEADY - 1].target
-    light = scenario.decisions[CONVERGE + STEADY :]
-    downs = [d for d in light if d.action is Action.SCALE_DOWN]
-    assert top > 1
-    assert downs, [(d.action.value, d.reason) for d in light]
-    assert all(d.previous - d.target == 1 for d in downs)
-    assert light[-1].target < top
-    assert not any(d.action is Action.SCALE_UP for d in light[1:])
+def test_comes_down_when_load_drops(
+    serve: Callable[..., TritonModelSpec],
+    triton: local.TritonProcess,
+    prometheus: local.PrometheusProcess,
+    run: Run,
+) -> None:
+    spec = serve("tune-light", "mobilenet_v2", instance_count=MAX_INSTANCES)
+    target = target_for(
+        model=spec.name,
+        endpoints=[triton.url],
+        prometheus_url=prometheus.url,
+        render_config=render_from_spec(spec),
+        window_s=WINDOW_S,
+    )
+
+    async def go() -> tuple[list[Decision], int]:
+        # Running at the top, as after a busy period; now only a light open-loop load arrives.
+        state = initial_state(config(initial=MAX_INSTANCES)).model_copy(
+            update={"last_change_at": datetime.now(UTC)}
+        )
+        load = asyncio.create_task(
+            run_load(triton.url, spec.name, rate=LIGHT_RATE, duration_s=12 * INTERVAL_S)
+        )
+        await asyncio.sleep(0.5)
+        decisions: list[Decision] = []
+        await tick_every(state, target, 11, decisions)
+        result = await load
+        assert result.errors == 0, result.error_samples
+        async with TritonAdapter(triton.url) as admin:
+            live = await admin.model_config(spec.name)
+        return decisions, int(live["instance_group"][0]["count"])
+
+    decisions, live_count = run(go())
+    downs = [d for d in decisions if d.action is Action.SCALE_DOWN]
+    assert downs, [(d.action.value, d.reason) for d in decisions]
+    assert all(d.previous - d.target == 1 for d in downs)  # one step at a time
+    assert not any(d.action is Action.SCALE_UP for d in decisions)
+    assert decisions[-1].target == 1
+    assert live_count == 1  # applied to Triton, not only decided
 
 
 def test_holds_and_reports_metrics_unavailable_when_prometheus_stops(

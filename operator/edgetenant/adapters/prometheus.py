@@ -82,11 +82,11 @@ class SignalQuery:
 
 
 def connect(url: str, *, timeout_s: float = 5.0) -> PrometheusConnect:
-    """A client that fails fast: one retry, no backoff (the control loop retries next interval)."""
+    """A client that fails fast: no retries (the control loop tries again next interval)."""
     return PrometheusConnect(
         url=url,
         disable_ssl=True,
-        retry=Retry(total=1, backoff_factor=0, status_forcelist=(502, 503, 504)),
+        retry=Retry(total=0),
         timeout=max(1, math.ceil(timeout_s)),
     )
 
