@@ -25,6 +25,8 @@ TUNING_DECISIONS = Counter(
     "edgetenant_tuning_decisions_total", "Concurrency decisions by action.", ["namespace", "tenant", "action"]
 )
 MOVES = Counter("edgetenant_moves_total", "Tenants moved to another device.")
+API_REQUESTS = Counter("edgetenant_kube_api_requests_total", "Kubernetes API requests the operator made.")
+RECONCILES = Counter("edgetenant_reconciles_total", "Tenant reconciles.")
 
 
 def serve_metrics(settings: Settings, reconciler: Reconciler) -> None:

@@ -28,6 +28,7 @@ from edgetenant.adapters.kube import Kube
 from edgetenant.adapters.triton import TritonAdapter
 from edgetenant.api.models import AcceleratorClass, ConcurrencyMode, InferenceTenant
 from edgetenant.errors import EdgeTenantError, PermanentError
+from edgetenant.metrics import MOVES, PLAN_OBJECTIVE, PLAN_SECONDS, RECONCILE_SECONDS, RECONCILES, TENANTS
 from edgetenant.placement import Placement, Plan, snapshot_from_objects, solve
 from edgetenant.render.kube import HTTP_PORT, TENANT_LABEL, RenderSettings, endpoint, render_all
 from edgetenant.settings import Settings
@@ -128,7 +129,6 @@ class Reconciler:
         self.memory: dict[str, TenantMemory] = {}
         self.status_locks: dict[str, asyncio.Lock] = {}
         self.render_settings = RenderSettings(fetcher_image=settings.fetcher_image)
-        self.reconcile_seconds: list[float] = []  # for the benchmark and the operator's metrics
 
     # --- the loop -------------------------------------------------------------------------------------
     def trigger(self, key: str | None = None) -> None:
@@ -165,6 +165,9 @@ class Reconciler:
                 snapshot, time_limit_s=self.settings.solver_time_limit_s, move_cost=self.settings.move_cost
             )
             self._plan_fingerprint = fingerprint
+            PLAN_SECONDS.observe(self.plan.solve_ms / 1000)
+            PLAN_OBJECTIVE.set(self.plan.objective)
+            MOVES.inc(self.plan.moves)
             log.info(
                 "planned %d tenants: %d placed, %d unplaced, %d moves, objective %.1f (%s, %.0f ms)",
                 len(snapshot.tenants),
@@ -195,10 +198,22 @@ class Reconciler:
                     await self.reconcile_tenant(key, placements.get(key), unplaced.get(key))
                 except EdgeTenantError as error:
                     log.warning("%s: %s", key, error)
-                self.reconcile_seconds.append(time.monotonic() - started)
+                RECONCILE_SECONDS.observe(time.monotonic() - started)
+                RECONCILES.inc()
 
         await asyncio.gather(*(one(key) for key in sorted(keys) if key in self.cache.tenants))
-        self.reconcile_seconds = self.reconcile_seconds[-5000:]
+        ready = sum(
+            1
+            for body in self.cache.tenants.values()
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in (body.get("status") or {}).get("conditions", [])
+            )
+        )
+        TENANTS.labels("total").set(len(self.cache.tenants))
+        TENANTS.labels("ready").set(ready)
+        TENANTS.labels("placed").set(len(plan.placements))
+        TENANTS.labels("unplaced").set(len(plan.unplaced))
 
     # --- one tenant -----------------------------------------------------------------------------------
     def spec_problem(self, tenant: InferenceTenant) -> str | None:

@@ -20,6 +20,7 @@ from urllib3.exceptions import HTTPError
 
 from edgetenant.api.models import GROUP, VERSION
 from edgetenant.errors import PermanentError, TransientError
+from edgetenant.metrics import API_REQUESTS
 from edgetenant.render.kube import TENANT_LABEL
 
 FIELD_MANAGER: Final = "edgetenant"
@@ -58,6 +59,7 @@ class Kube:
 
     async def _call(self, what: str, fn: Callable[[], T]) -> T:
         self.requests += 1
+        API_REQUESTS.inc()
         try:
             return await asyncio.to_thread(fn)
         except (ApiException, DynamicApiError, HTTPError, OSError) as error:
