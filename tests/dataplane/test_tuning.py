@@ -3,8 +3,9 @@
 One scenario (module fixture) serves MobileNet V2 on the ORT shim: a brute-force sweep of the
 static instance counts under a closed loop of clients, then the loop from one instance under
 the same load (convergence, then a steady period). Other tests: a light load (it comes down),
-Prometheus stopped (it holds), a load Triton refuses (it backs off). Short intervals (4 s, Prometheus scraping every second) keep the tier fast; the
-issue's 5-minute steady run lives in hack/bench/tuning. Nothing here asserts on time.
+Prometheus stopped (it holds), a load Triton refuses (it backs off). Short intervals (4 s,
+Prometheus scraping every second) keep the tier fast; the issue's 5-minute steady run lives in
+hack/bench/tuning. Nothing here asserts on time.
 """
 
 from __future__ import annotations
