@@ -330,3 +330,28 @@ def test_every_decision_carries_a_reason_and_its_signals() -> None:
 def test_min_above_max_is_refused() -> None:
     with pytest.raises(ValueError, match="min"):
         TunerConfig(min=5, max=2)
+
+
+def test_a_trial_step_can_be_judged_on_several_readings() -> None:
+    state = initial_state(TunerConfig(max=8, probe_readings=2))
+    up = step(state, saturated(at(10), throughput=40, instances=1), at(10))
+    lucky = step(up.state, saturated(at(20), throughput=46, instances=2), at(20))
+    assert lucky.action is Action.HOLD
+    assert "reading 1/2" in lucky.reason
+    # The mean of 46 and 36 gains nothing over 40: the step goes back.
+    judged = step(lucky.state, saturated(at(30), throughput=36, instances=2), at(30))
+    assert judged.action is Action.STEP_BACK
+    assert judged.target == 1
+
+
+def test_the_baseline_is_the_learned_capacity_once_it_has_a_few_readings() -> None:
+    state = initial_state(TunerConfig(initial=2, max=2))  # at max: learns without stepping
+    for i, throughput in enumerate([70.0, 70.0, 70.0]):
+        now = at(10 * (i + 1))
+        state = step(state, saturated(now, throughput=throughput, instances=2), now).state
+    state = state.model_copy(update={"config": TunerConfig(initial=2, max=8)})
+    low_reading = saturated(at(40), throughput=60, instances=2)  # one unlucky window
+    up = step(state, low_reading, at(40))
+    assert up.action is Action.SCALE_UP
+    assert up.state.probe is not None
+    assert up.state.probe.baseline_throughput == pytest.approx(70.0, rel=0.05)

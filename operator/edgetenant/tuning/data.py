@@ -142,6 +142,9 @@ class TunerConfig(_Frozen):
         default=900.0, gt=0, description="retry one step above the knee after this"
     )
     failure_ratio_limit: float = Field(default=0.01, ge=0)
+    probe_readings: int = Field(
+        default=1, ge=1, description="readings averaged before a trial step is judged (more on noisy hosts)"
+    )
     batching_settle: int = Field(
         default=3, ge=1, description="readings held at a settled count before batching is tried"
     )
@@ -165,6 +168,11 @@ class Probe(_Frozen):
     baseline_throughput: float
     baseline_p95_ms: float | None = None
     started_at: datetime
+    # Readings taken so far with the change in place (judged once `probeReadings` are in).
+    readings: int = 0
+    throughput_sum: float = 0.0
+    failure_sum: float = 0.0
+    p95_max_ms: float | None = None
 
 
 class LearnedPoint(_Frozen):

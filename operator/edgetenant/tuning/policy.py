@@ -106,7 +106,15 @@ def step(state: TunerState, signals: Signals | None, now: datetime) -> Decision:
     state = _learn(state, signals, now) if demand == "saturated" else state
 
     if state.probe is not None:
-        verdict = _judge_probe(state, state.probe, signals, now, slo_met)
+        probe = _with_reading(state.probe, signals)
+        if probe.readings < cfg.probe_readings:
+            return _decide(
+                state.model_copy(update={"probe": probe}), signals, now, Action.HOLD,
+                target=state.current, batching=state.batching, slo_met=slo_met,
+                reason=f"judging the last step: reading {probe.readings}/{cfg.probe_readings} "
+                f"({signals.throughput:.1f}/s vs {probe.baseline_throughput:.1f}/s before)",
+            )  # fmt: skip
+        verdict = _judge_probe(state, probe, _averaged(probe, signals), now, slo_met)
         if isinstance(verdict, Decision):
             return verdict
         state = verdict
@@ -227,7 +235,7 @@ def _steady(
                 to_concurrency=target,
                 from_batching=state.batching,
                 to_batching=state.batching,
-                baseline_throughput=signals.throughput,
+                baseline_throughput=_baseline(state, signals),
                 baseline_p95_ms=signals.latency_p95_ms,
                 started_at=now,
             )
@@ -432,7 +440,7 @@ def _try_batching(
         to_concurrency=state.current,
         from_batching=False,
         to_batching=True,
-        baseline_throughput=signals.throughput,
+        baseline_throughput=_baseline(state, signals),
         baseline_p95_ms=signals.latency_p95_ms,
         started_at=now,
     )
@@ -519,6 +527,40 @@ def _hold_blind(state: TunerState, signals: Signals | None, now: datetime, why: 
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+
+def _baseline(state: TunerState, signals: Signals) -> float:
+    """Throughput to beat: the learned capacity at the current setting once it rests on a few
+    readings (steadier than one window), else this reading."""
+    point = state.point(state.current, state.batching)
+    if point is not None and point.samples >= 3:
+        return point.throughput
+    return signals.throughput
+
+
+def _with_reading(probe: Probe, signals: Signals) -> Probe:
+    p95 = signals.latency_p95_ms
+    return probe.model_copy(
+        update={
+            "readings": probe.readings + 1,
+            "throughput_sum": probe.throughput_sum + signals.throughput,
+            "failure_sum": probe.failure_sum + signals.failure_rate,
+            "p95_max_ms": p95 if probe.p95_max_ms is None or p95 is None else max(p95, probe.p95_max_ms),
+        }
+    )
+
+
+def _averaged(probe: Probe, signals: Signals) -> Signals:
+    """The trial's readings as one: mean throughput and failures, the worst p95."""
+    if probe.readings <= 1:
+        return signals
+    return signals.model_copy(
+        update={
+            "throughput": probe.throughput_sum / probe.readings,
+            "failure_rate": probe.failure_sum / probe.readings,
+            "latency_p95_ms": probe.p95_max_ms,
+        }
+    )
 
 
 def _demand(state: TunerState, signals: Signals) -> Demand | None:
