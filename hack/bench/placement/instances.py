@@ -307,15 +307,18 @@ def _synthetic_classes(cpu_slots: int) -> tuple[AcceleratorClass, ...]:
     )
 
 
-def synthetic(*, tenants: int, nodes: int, seed: int, load: float = 1.0) -> Snapshot:
-    """`nodes` nodes (GPU nodes with 1-2 time-sliced GPUs), `tenants` tenants of the paper's models."""
+def synthetic(
+    *, tenants: int, nodes: int, seed: int, load: float = 1.0, jetson_gpus: tuple[int, ...] = (1, 2)
+) -> Snapshot:
+    """`nodes` nodes (a quarter Jetsons with `jetson_gpus` time-sliced GPUs each, then EdgeTPU,
+    NCS2 and x86 nodes), `tenants` tenants of the paper's models."""
     rng = random.Random(seed)
     kinds = ("jetson", "coral", "ncs2", "x86")
     node_list = []
     for i in range(nodes):
         kind = kinds[i % 4]
         allocatable = {
-            "jetson": {"nvidia.com/gpu": 4 * rng.choice([1, 2])},
+            "jetson": {"nvidia.com/gpu": 4 * rng.choice(jetson_gpus)},
             "coral": {"coral.ai/edgetpu": 1},
             "ncs2": {"intel.com/myriad": 1},
         }.get(kind, {})

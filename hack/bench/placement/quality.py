@@ -22,7 +22,15 @@ import instances
 
 from edgetenant.placement import solve
 from edgetenant.placement.baselines import BASELINES
-from edgetenant.placement.problem import Choice, Problem, compile_problem, evaluate, served_on_device
+from edgetenant.placement.problem import (
+    Choice,
+    DeviceRef,
+    Problem,
+    TenantCandidates,
+    compile_problem,
+    evaluate,
+    served_on_device,
+)
 
 
 def exhaustive(problem: Problem) -> tuple[float, dict[str, Choice]]:
@@ -93,11 +101,9 @@ def exhaustive(problem: Problem) -> tuple[float, dict[str, Choice]]:
     return exact, assignment
 
 
-def _current_ref(tc):  # type: ignore[no-untyped-def]
-    from edgetenant.placement.problem import DeviceRef
-
+def _current_ref(tc: TenantCandidates) -> DeviceRef | None:
     cur = tc.tenant.current
-    return DeviceRef(cur.node, cur.accelerator_class, cur.device)
+    return None if cur is None else DeviceRef(cur.node, cur.accelerator_class, cur.device)
 
 
 def ratio(value: float, optimum: float) -> float:
@@ -120,18 +126,23 @@ def main() -> int:
         optimum, _ = exhaustive(problem)
         nothing = evaluate(problem, {})  # every current tenant taken off: the floor
         plan = solve(snapshot, time_limit_s=args.time_limit)
+        greedy = solve(snapshot, use_cpsat=False)
         base = {name: evaluate(problem, fn(problem)) for name, fn in BASELINES.items()}
         span = optimum - nothing
         rows.append(
             {
                 "seed": seed,
                 "tenants": len(snapshot.tenants),
+                "has_current": any(t.current is not None for t in snapshot.tenants),
                 "devices": len(problem.devices),
                 "optimum": optimum,
                 "solver": plan.objective,
                 "solver_name": plan.solver,
                 "solve_ms": plan.solve_ms,
                 "ratio": ratio(plan.objective - nothing, span),
+                "raw_ratio": plan.objective / optimum if optimum else 1.0,
+                "greedy_ratio": ratio(greedy.objective - nothing, span),
+                "saturated": any(d.utilisation > 1 for d in plan.devices),
                 "baselines": {k: ratio(v - nothing, span) for k, v in base.items()},
                 "beats_best_baseline": plan.objective >= max(base.values()) - 1e-6,
             }
@@ -145,6 +156,13 @@ def main() -> int:
         "mean_ratio": statistics.fmean(ratios),
         "worst_ratio": min(ratios),
         "optimal_share": sum(1 for r in ratios if r >= 1 - 1e-9) / len(ratios),
+        "raw_mean_ratio": statistics.fmean(r["raw_ratio"] for r in rows),
+        "raw_worst_ratio": min(r["raw_ratio"] for r in rows),
+        "greedy_mean_ratio": statistics.fmean(r["greedy_ratio"] for r in rows),
+        "greedy_worst_ratio": min(r["greedy_ratio"] for r in rows),
+        "instances_with_a_saturated_device": sum(1 for r in rows if r["saturated"]),
+        "instances_with_current_placements": sum(1 for r in rows if r["has_current"]),
+        "tenants_histogram": {n: sum(1 for r in rows if r["tenants"] == n) for n in range(1, 7)},
         "never_below_best_baseline": all(r["beats_best_baseline"] for r in rows),
         "baseline_mean_ratio": {k: statistics.fmean(r["baselines"][k] for r in rows) for k in BASELINES},
         "solve_ms_median": statistics.median(r["solve_ms"] for r in rows),

@@ -63,16 +63,31 @@ def solve_cpsat(
 
     `candidates` (tenant index -> device indices) restricts the model for large instances.
     """
+    groups = _interchangeable(problem) if candidates is None else {}
+    seen_in_group: dict[int, int] = {}  # group -> tenants that could use it so far
     options: list[_Option] = []
     for t, tc in enumerate(problem.tenants):
         allowed = candidates.get(t) if candidates is not None else None
+        rank_in: dict[int, int] = {}
         for cc in tc.classes:
             for d in cc.devices:
                 if (tc.pinned and d != tc.current) or (allowed is not None and d not in allowed):
                     continue
+                if d in groups:
+                    # Symmetry breaking over interchangeable devices: the k-th tenant that could
+                    # use a group may only take its first k+1 devices (bins relabelled by their
+                    # first tenant), so CP-SAT never explores mirror images.
+                    group, position = groups[d]
+                    if group not in rank_in:
+                        rank_in[group] = seen_in_group.get(group, 0)
+                        seen_in_group[group] = rank_in[group] + 1
+                    if position > rank_in[group]:
+                        continue
                 for level in cc.levels:
                     u = tc.tenant.demand / level.throughput
                     options.append(_Option(t, d, level.concurrency, u, level.memory_mib))
+    if hint is not None and groups:
+        hint = _relabel(problem, hint, groups)
     if not options:
         return CpSatResult({}, True, _constant(problem), "OPTIMAL", 0.0)
 
@@ -222,3 +237,49 @@ def _add_hints(
         model.add_hint(f, value)
         for i in by_device[d]:
             model.add_hint(served_var[i], value if i in chosen else 0)
+
+
+def _interchangeable(problem: Problem) -> dict[int, tuple[int, int]]:
+    """device -> (group, position) for devices that no plan can tell apart: same class, nodes
+    with the same labels and taints (so the same tenants may use them), and nobody's current
+    device (which would carry a move bonus)."""
+    nodes = {n.name: n for n in problem.snapshot.nodes}
+    occupied = {tc.current for tc in problem.tenants if tc.current is not None}
+    found: dict[tuple[object, ...], list[int]] = {}
+    for i, device in enumerate(problem.devices):
+        if i in occupied:
+            continue
+        node = nodes[device.ref.node]
+        key = (device.ref.accelerator_class, tuple(sorted(node.labels.items())), node.taints)
+        found.setdefault(key, []).append(i)
+    return {
+        d: (g, position)
+        for g, members in enumerate(found.values())
+        if len(members) > 1
+        for position, d in enumerate(members)
+    }
+
+
+def _relabel(problem: Problem, hint: Assignment, groups: dict[int, tuple[int, int]]) -> dict[str, Choice]:
+    """The same plan with interchangeable devices renumbered to satisfy the symmetry breaking:
+    within a group, devices ordered by the first tenant (in problem order) they hold."""
+    members: dict[int, list[int]] = {}
+    for d, (g, _) in groups.items():
+        members.setdefault(g, []).append(d)
+    first: dict[int, int] = {}
+    for key, choice in hint.items():
+        d = problem.device_index[choice.device]
+        t = problem.tenant_index[key]
+        if d in groups:
+            first[d] = min(first.get(d, t), t)
+    mapping: dict[int, int] = {}
+    for devices in members.values():
+        ordered = sorted(devices, key=lambda d: groups[d][1])
+        used = sorted((d for d in ordered if d in first), key=lambda d: first[d])
+        mapping.update(zip(used, ordered, strict=False))
+    result: dict[str, Choice] = {}
+    for key, choice in hint.items():
+        d = problem.device_index[choice.device]
+        target = problem.devices[mapping.get(d, d)].ref
+        result[key] = Choice(target, choice.concurrency)
+    return result
