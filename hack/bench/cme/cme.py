@@ -86,14 +86,68 @@ def measure_peaks(cores: int) -> dict[str, Any]:
     return peaks
 
 
+GPU_PEAK_SCRIPT = """
+import json, sys, time
+import numpy as np, onnxruntime as ort
+path, size = sys.argv[1], int(sys.argv[2])
+session = ort.InferenceSession(path, providers=["CUDAExecutionProvider"])
+assert session.get_providers()[0] == "CUDAExecutionProvider", session.get_providers()
+host = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+a = ort.OrtValue.ortvalue_from_numpy(host, "cuda", 0)
+binding = session.io_binding()
+binding.bind_ortvalue_input("a", a)
+binding.bind_ortvalue_input("b", a)
+binding.bind_output("c", "cuda")
+for _ in range(3):
+    session.run_with_iobinding(binding)
+runs, start = 50, time.perf_counter()
+for _ in range(runs):
+    session.run_with_iobinding(binding)
+binding.synchronize_outputs()
+print(json.dumps({"onnxruntime-cuda": runs * 2 * size**3 / (time.perf_counter() - start) / 1e9}))
+"""
+
+
+def measure_gpu_peak(env: local.DataplaneEnv, *, size: int = 8192) -> dict[str, Any]:
+    """FP32 matmul GFLOP/s on GPU 0 through ONNX Runtime's CUDA provider (the data-plane env)."""
+    from onnx import TensorProto, helper, save  # noqa: PLC0415
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "mm",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [size, size]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = Path(tempfile.mkdtemp()) / "matmul.onnx"
+    save(model, path)
+    output = subprocess.run(
+        [str(env.python), "-c", GPU_PEAK_SCRIPT, str(path), str(size)],
+        env=env.process_env(), capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    peaks: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    return peaks
+
+
 async def profile_model(
     name: str, triton: local.TritonProcess, args: argparse.Namespace, cores: int
 ) -> dict[str, Any]:
     served = f"cme-{name.replace('_', '-')}"
-    base = TritonModelSpec(name=served, backend=SHIM_BACKEND, max_batch_size=0)
+    parameters = (("execution_provider", args.provider),) if args.provider else ()
+    base = TritonModelSpec(
+        name=served,
+        backend=SHIM_BACKEND,
+        max_batch_size=0,
+        instance_kind=args.instance_kind,
+        parameters=parameters,
+    )
     repository.write_model(triton.model_repository, base, zoo.ensure_model(name))
 
+    loads: list[float] = []
+
     def show(point: SweepPoint) -> None:
+        loads.append(os.getloadavg()[0])  # 1-minute load average: how busy the shared machine was
         print(
             f"  {name}: {point.instances} inst x {point.threads_per_instance} thr -> "
             f"{point.throughput:6.1f}/s p95 {point.p95_ms:7.1f} ms mem +{point.memory_mib or 0:.0f} MiB",
@@ -109,23 +163,28 @@ async def profile_model(
         "on_point": show,
     }
     cme = await sweep(triton.url, base, max_instances=args.max_instances, threads=[1], **common)  # type: ignore[arg-type]
-    all_cores = await sweep(triton.url, base, max_instances=1, threads=[cores], **common)  # type: ignore[arg-type]
+    # Threads per instance mean nothing on a GPU: there the 1-instance point stands in.
+    all_cores = cme
+    if not args.gpu:
+        all_cores = await sweep(triton.url, base, max_instances=1, threads=[cores], **common)  # type: ignore[arg-type]
     from edgetenant.adapters.triton import TritonAdapter  # noqa: PLC0415
 
     async with TritonAdapter(triton.url) as admin:
         await admin.unload_model(served)
-    return {"cme": cme.as_dict(), "all_cores": all_cores.as_dict()}
+    return {"cme": cme.as_dict(), "all_cores": all_cores.as_dict(), "loadavg": loads}
 
 
 def _points(raw: dict[str, Any]) -> list[SweepPoint]:
     return [SweepPoint(**p) for p in raw["points"]]
 
 
-def render_report(results: dict[str, Any]) -> str:
+def render_report(results: dict[str, Any], *, suffix: str = "") -> str:
     """RESULTS.md text from results.json."""
     peaks = results["peaks"]
     cores = results["machine"]["cores"]
     peak_all = max(peaks[str(cores)].values())
+    if "gpu" in peaks:  # the GPU run compares with the GPU's own matmul peak
+        peak_all = peaks["gpu"]["onnxruntime-cuda"]
     peak_one = max(peaks["1"].values())
     lines = [
         "# Concurrent model execution (CME) on this machine's CPU",
@@ -167,9 +226,9 @@ def render_report(results: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "![throughput vs instances](cme-throughput.png)",
+        f"![throughput vs instances](cme{suffix}-throughput.png)",
         "",
-        "![p95 latency vs instances](cme-latency.png)",
+        f"![p95 latency vs instances](cme{suffix}-latency.png)",
         "",
         "## Throughput (inferences/s) per instance count, 1 thread per instance",
         "",
@@ -179,6 +238,17 @@ def render_report(results: dict[str, Any]) -> str:
     for name, entry in results["models"].items():
         cells = [f"{p.throughput:.1f}" for p in _points(entry["cme"])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## 1-minute load average of the machine when each point finished",
+        "",
+        "| model | "
+        + " | ".join(str(i) for i in range(1, results["settings"]["max_instances"] + 1))
+        + f" | 1 x {cores} thr |",
+        "|---|" + "---:|" * (results["settings"]["max_instances"] + 1),
+    ]
+    for name, entry in results["models"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{x:.1f}" for x in entry.get("loadavg", [])) + " |")
     lines += [
         "",
         "## Memory (PSS of tritonserver + its Python-backend stubs over the no-model baseline, MiB)",
@@ -193,15 +263,15 @@ def render_report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: dict[str, Any]) -> None:
+def plot(results: dict[str, Any], *, suffix: str = "") -> None:
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     for metric, ylabel, filename in [
-        ("throughput", "throughput relative to 1 instance", "cme-throughput.png"),
-        ("p95_ms", "p95 latency (ms)", "cme-latency.png"),
+        ("throughput", "throughput relative to 1 instance", f"cme{suffix}-throughput.png"),
+        ("p95_ms", "p95 latency (ms)", f"cme{suffix}-latency.png"),
     ]:
         figure, axis = plt.subplots(figsize=(7, 4.2), dpi=110)
         for index, (name, entry) in enumerate(results["models"].items()):
@@ -211,15 +281,18 @@ def plot(results: dict[str, Any]) -> None:
             if metric == "throughput":
                 values = [v / values[0] for v in values]
             axis.plot(xs, values, "o-", color=f"C{index}", label=name)
+        gpu = "gpu" in results["peaks"]
         if metric == "throughput":
-            cores = results["machine"]["cores"]
-            axis.axhline(cores, color="grey", linestyle=":", label=f"{cores} cores (ideal bound)")
             axis.axhline(1, color="black", linewidth=0.5)
+            if not gpu:
+                cores = results["machine"]["cores"]
+                axis.axhline(cores, color="grey", linestyle=":", label=f"{cores} cores (ideal bound)")
         else:
             axis.set_yscale("log")
-        axis.set_xlabel("model instances executing concurrently (1 ORT thread each)")
+        device = "one GPU" if gpu else f"{results['machine']['cores']} CPU cores"
+        axis.set_xlabel("model instances executing concurrently" + ("" if gpu else " (1 ORT thread each)"))
         axis.set_ylabel(ylabel)
-        axis.set_title(f"CME on {results['machine']['cores']} CPU cores, Triton + ONNX Runtime")
+        axis.set_title(f"CME on {device}, Triton + ONNX Runtime")
         axis.legend(fontsize=7)
         figure.tight_layout()
         figure.savefig(HERE / filename)
@@ -251,10 +324,12 @@ def machine() -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     info = machine()
     cores = info["cores"]
+    env = local.find_dataplane_env()
     print(f"measuring the matmul peak of {cores} cores ...", flush=True)
     peaks = measure_peaks(cores)
+    if args.gpu:
+        peaks["gpu"] = measure_gpu_peak(env)
     print(f"  {peaks}", flush=True)
-    env = local.find_dataplane_env()
     ort_version = subprocess.run(  # noqa: ASYNC221 - once, before any load runs
         [str(env.python), "-c", "import onnxruntime; print(onnxruntime.__version__)"],
         capture_output=True, text=True, check=True,
@@ -263,7 +338,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": info,
         "runtime": {"onnxruntime": ort_version, "triton": "2.51.0"},
-        "settings": {"duration": args.duration, "warmup": args.warmup, "max_instances": args.max_instances},
+        "settings": {
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "max_instances": args.max_instances,
+            "instance_kind": args.instance_kind,
+            "provider": args.provider or ("cuda" if args.gpu else "cpu"),
+        },
         "peaks": peaks,
         "models": {},
     }
@@ -275,7 +356,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             entry = await profile_model(name, triton, args, cores)
             entry["flops"] = zoo.model_info(name).flops
             results["models"][name] = entry
-            (HERE / "results.json").write_text(json.dumps(results, indent=2))  # keep partial results
+            (HERE / f"results{args.suffix}.json").write_text(json.dumps(results, indent=2))  # partial too
     return results
 
 
@@ -285,17 +366,23 @@ def main() -> int:
     )
     parser.add_argument("--models", nargs="+", default=list(zoo.ZOO), choices=list(zoo.ZOO))
     parser.add_argument("--max-instances", type=int, default=8)
-    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--duration", type=float, default=6.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--gpu", action="store_true", help="KIND_GPU instances on ORT's CUDA provider")
+    parser.add_argument("--instance-kind", help="default KIND_CPU, or KIND_GPU with --gpu")
+    parser.add_argument("--provider", choices=["cpu", "cuda"], help="force the shim's ORT provider")
     args = parser.parse_args()
-    results_path = HERE / "results.json"
+    args.instance_kind = args.instance_kind or ("KIND_GPU" if args.gpu else "KIND_CPU")
+    args.suffix = "-gpu" if args.gpu else ""
+    results_path = HERE / f"results{args.suffix}.json"
     results = json.loads(results_path.read_text()) if args.report_only else asyncio.run(run(args))
-    discussion = HERE / "discussion.md"
+    discussion = HERE / f"discussion{args.suffix}.md"
     results["discussion"] = discussion.read_text() if discussion.is_file() else ""
-    plot(results)
-    (HERE / "RESULTS.md").write_text(render_report(results))
-    print(f"wrote {HERE / 'RESULTS.md'}")
+    plot(results, suffix=args.suffix)
+    report = HERE / f"RESULTS{args.suffix.upper()}.md"
+    report.write_text(render_report(results, suffix=args.suffix))
+    print(f"wrote {report}")
     return 0
 
 

@@ -12,7 +12,8 @@ installed. It reads the same config as the native onnxruntime backend:
   (absent or 0 = ORT's default, all cores).
 - ``max_batch_size > 0`` with ``dynamic_batching``: Triton hands ``execute`` several requests;
   they are concatenated along the batch axis, run once, and split back.
-- ``KIND_GPU`` instances use ORT's CUDA provider on the instance's device (onnxruntime-gpu).
+- ``KIND_GPU`` instances use ORT's CUDA provider on the instance's device (onnxruntime-gpu);
+  ``parameters.execution_provider: cuda`` forces it for any instance kind.
 - Inputs and outputs may be left out of the config: ``auto_complete_config`` reads them from
   the ONNX file, as the native backend's auto-complete does.
 - The ONNX file is ``model.onnx`` beside this file, or ``parameters.model_filename``.
@@ -121,8 +122,11 @@ class TritonPythonModel:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers: list[Any] = ["CPUExecutionProvider"]
-        if args.get("model_instance_kind") == "GPU":
-            device = int(args.get("model_instance_device_id", "0"))
+        # KIND_GPU instances run on their own GPU; `execution_provider: cuda` forces CUDA (device
+        # 0) for Triton builds that only offer KIND_CPU instances to the Python backend.
+        forced = (_parameter(self.config, "execution_provider") or "").lower()
+        if args.get("model_instance_kind") == "GPU" or forced == "cuda":
+            device = int(args.get("model_instance_device_id", "0") or 0)
             providers = [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
         if not path.is_file():
             raise pb_utils.TritonModelException(f"edgetenant onnx shim: model file {path} does not exist")
@@ -135,6 +139,14 @@ class TritonPythonModel:
         self.input_names = [tensor.name for tensor in self.session.get_inputs()]
         self.output_names = [tensor.name for tensor in self.session.get_outputs()]
         self.batching = int(self.config.get("max_batch_size", 0)) > 0
+        if (
+            providers[0] != "CPUExecutionProvider"
+            and self.session.get_providers()[0] != "CUDAExecutionProvider"
+        ):
+            raise pb_utils.TritonModelException(
+                f"edgetenant onnx shim: {self.name}: CUDA was asked for but ONNX Runtime offers "
+                f"{self.session.get_providers()} (install onnxruntime-gpu and the CUDA libraries)"
+            )
         pb_utils.Logger.log_info(
             f"edgetenant onnx shim: {self.name} instance {args.get('model_instance_name')} loaded {path} "
             f"(providers {self.session.get_providers()}, intra-op threads "
