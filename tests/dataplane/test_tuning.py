@@ -42,7 +42,13 @@ SWEEP_POINT_S = 5.0
 
 
 def config(**overrides: Any) -> TunerConfig:
-    defaults: dict[str, Any] = {"max": MAX_INSTANCES, "down_window": 2, "down_cooldown_s": 8.0}
+    # Two readings per trial step: this shared 2-core machine is noisy.
+    defaults: dict[str, Any] = {
+        "max": MAX_INSTANCES,
+        "down_window": 2,
+        "down_cooldown_s": 8.0,
+        "probe_readings": 2,
+    }
     return TunerConfig(**(defaults | overrides))
 
 

@@ -180,7 +180,7 @@ async def tune(
         render_config=render_from_spec(model_spec(model)),
         window_s=interval_s - 1.0,
     )
-    config = TunerConfig(max=max_instances, down_cooldown_s=60.0)
+    config = TunerConfig(max=max_instances, down_cooldown_s=60.0, probe_readings=2)
     loop = TuningLoop(target=target, config=config, interval_s=interval_s)
     run = LoopRun()
 
