@@ -50,7 +50,7 @@ CLASSES = tuple(
     AcceleratorClass(name, resource, memory, formats, MappingProxyType(sel), tol, sharing, slots, speed)
     for name, resource, memory, formats, sharing, slots, speed, sel, tol in CLASS_SPECS
 )
-FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite

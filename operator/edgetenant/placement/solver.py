@@ -13,15 +13,24 @@ from __future__ import annotations
 import time
 
 from edgetenant.placement.baselines import BASELINES
+from edgetenant.placement.cpsat import CpSatResult, solve_cpsat
 from edgetenant.placement.greedy import polish, shortlist, solve_greedy
 from edgetenant.placement.plan import Plan, build_plan
-from edgetenant.placement.problem import DEFAULT_MOVE_COST, Problem, compile_problem, evaluate, upper_bound
+from edgetenant.placement.problem import (
+    DEFAULT_MOVE_COST,
+    Assignment,
+    Problem,
+    compile_problem,
+    evaluate,
+    upper_bound,
+)
 from edgetenant.placement.snapshot import Snapshot
 
 # Above this many (tenant, device, concurrency) options CP-SAT gets a shortlist of devices per tenant.
 FULL_MODEL_OPTIONS = 20_000
 SHORTLIST_DEVICES = 6
 BUILD_OPTIONS_PER_SECOND = 10_000  # measured on a busy 2-core machine; conservative elsewhere
+MIN_SEARCH_S = 0.05  # below this CP-SAT cannot even load the hint: keep the greedy plan
 
 
 def _options(problem: Problem) -> int:
@@ -41,50 +50,32 @@ def solve(
     shortlist_devices: int = SHORTLIST_DEVICES,
 ) -> Plan:
     """Place every tenant it can; never raises for "does not fit" (the plan says why)."""
-    if use_cpsat:
-        # Imported here, before the clock starts: loading ortools takes seconds the first time.
-        from edgetenant.placement.cpsat import solve_cpsat  # noqa: PLC0415
     started = time.perf_counter()
     problem = compile_problem(snapshot, move_cost=move_cost)
+    greedy_started = time.perf_counter()
     greedy = solve_greedy(problem)
+    # Polishing and building the plan afterwards cost about half a greedy run: keep that back.
+    deadline = started + time_limit_s - 0.5 * (time.perf_counter() - greedy_started)
     best, name, optimal, bound = greedy, "greedy", False, None
     ceiling = upper_bound(problem)
     if evaluate(problem, greedy) >= ceiling - 1e-9 * max(1.0, abs(ceiling)):
         # Everyone served in full without avoidable moves: nothing can be better.
         optimal, bound = True, ceiling
     elif use_cpsat and problem.tenants:
-        candidates = None
-        remaining = time_limit_s - (time.perf_counter() - started)
-        # Building the program costs Python time the CP-SAT limit does not cover: keep it to about
-        # half of what is left, shortlisting devices per tenant on large instances.
-        affordable = max(remaining, 0.0) / 2 * BUILD_OPTIONS_PER_SECOND
-        options = _options(problem)
-        class_count = max(1, sum(len(tc.classes) for tc in problem.tenants))
-        levels = max(
-            1, round(sum(len(cc.levels) for tc in problem.tenants for cc in tc.classes) / class_count)
+        result, shortlisted = _improve(
+            problem,
+            greedy,
+            deadline=deadline,
+            shortlist_devices=shortlist_devices,
+            num_workers=num_workers,
+            seed=seed,
         )
-        if options > min(FULL_MODEL_OPTIONS, affordable):
-            per_tenant = min(shortlist_devices, int(affordable // max(1, len(problem.tenants) * levels)))
-            if per_tenant >= 1:
-                candidates = shortlist(problem, greedy, per_tenant=per_tenant)
-        remaining = time_limit_s - (time.perf_counter() - started)
-        result = None
-        if candidates is not None or options <= affordable:
-            modelled = sum(len(c) for c in candidates.values()) * levels if candidates else options
-            result = solve_cpsat(
-                problem,
-                time_limit_s=max(remaining - modelled / BUILD_OPTIONS_PER_SECOND, 0.05),
-                hint=greedy,
-                candidates=candidates,
-                num_workers=num_workers,
-                seed=seed,
-            )
         if result is not None:
-            bound = min(result.bound, ceiling) if candidates is None and result.bound is not None else ceiling
+            bound = min(result.bound, ceiling) if not shortlisted and result.bound is not None else ceiling
             if evaluate(problem, result.assignment) >= evaluate(problem, greedy) - 1e-9:
                 best = result.assignment
-                name = "cp-sat" if candidates is None else "cp-sat (shortlist)"
-                optimal = result.optimal and candidates is None
+                name = "cp-sat (shortlist)" if shortlisted else "cp-sat"
+                optimal = result.optimal and not shortlisted
     return build_plan(
         problem,
         polish(problem, best),
@@ -93,6 +84,44 @@ def solve(
         optimal=optimal,
         bound=bound,
     )
+
+
+def _improve(
+    problem: Problem,
+    greedy: Assignment,
+    *,
+    deadline: float,
+    shortlist_devices: int,
+    num_workers: int,
+    seed: int,
+) -> tuple[CpSatResult | None, bool]:
+    """CP-SAT warm-started from the greedy plan, if it fits before `deadline`; (result, shortlisted)."""
+    # Building the program costs Python time that CP-SAT's own limit does not cover: keep it to
+    # about half of what is left, shortlisting devices per tenant on large instances.
+    affordable = max(deadline - time.perf_counter(), 0.0) / 2 * BUILD_OPTIONS_PER_SECOND
+    options = _options(problem)
+    class_count = max(1, sum(len(tc.classes) for tc in problem.tenants))
+    levels = max(1, round(sum(len(cc.levels) for tc in problem.tenants for cc in tc.classes) / class_count))
+    candidates = None
+    modelled = options
+    if options > min(FULL_MODEL_OPTIONS, affordable):
+        per_tenant = min(shortlist_devices, int(affordable // max(1, len(problem.tenants) * levels)))
+        if per_tenant < 1:
+            return None, False
+        candidates = shortlist(problem, greedy, per_tenant=per_tenant)
+        modelled = sum(len(c) for c in candidates.values()) * levels
+    search = deadline - time.perf_counter() - modelled / BUILD_OPTIONS_PER_SECOND
+    if search < MIN_SEARCH_S:
+        return None, candidates is not None
+    result = solve_cpsat(
+        problem,
+        time_limit_s=search,
+        hint=greedy,
+        candidates=candidates,
+        num_workers=num_workers,
+        seed=seed,
+    )
+    return result, candidates is not None
 
 
 def solve_baseline(snapshot: Snapshot, name: str, *, move_cost: float = DEFAULT_MOVE_COST) -> Plan:
