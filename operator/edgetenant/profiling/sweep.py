@@ -116,18 +116,31 @@ def process_tree_memory_mib(pid: int) -> float:
     return total / 1024
 
 
-async def _settled_memory_mib(pid: int, *, timeout_s: float = 15.0) -> float:
-    """The process tree's memory once it stops changing (unloaded stubs take a moment to exit)."""
+def _process_tree_size(pid: int) -> int:
+    count, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        count += 1
+        stack += _children(current)
+    return count
+
+
+async def _settled_memory_mib(pid: int, *, timeout_s: float = 30.0) -> float:
+    """The process tree's memory once it has stopped shrinking.
+
+    NB: Triton answers an unload at once and stops the model's stub processes afterwards,
+    so this waits for the tree to keep the same processes and memory for 1.5 s running.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    previous = process_tree_memory_mib(pid)
-    while loop.time() < deadline:
+    previous = (_process_tree_size(pid), process_tree_memory_mib(pid))
+    steady = 0
+    while loop.time() < deadline and steady < 3:
         await asyncio.sleep(0.5)
-        current = process_tree_memory_mib(pid)
-        if abs(current - previous) < 2.0:
-            return current
+        current = (_process_tree_size(pid), process_tree_memory_mib(pid))
+        steady = steady + 1 if current[0] == previous[0] and abs(current[1] - previous[1]) < 2.0 else 0
         previous = current
-    return previous
+    return previous[1]
 
 
 async def sweep(
@@ -155,6 +168,10 @@ async def sweep(
         if server_pid is not None:
             if await triton.model_ready(base.name):
                 await triton.unload_model(base.name)
+                for _ in range(150):  # up to 30 s for the unload to take effect
+                    if not await triton.model_ready(base.name):
+                        break
+                    await asyncio.sleep(0.2)
             baseline = await _settled_memory_mib(server_pid)
         for thread_count in threads:
             for batched in batching:
