@@ -61,9 +61,10 @@ if [[ " ${missing[*]} " == *" etcd "* ]]; then
 fi
 if [[ " ${missing[*]} " == *" prometheus "* ]]; then
   if [ ! -x "$PROM_BIN/prometheus" ]; then
-    say "go install prometheus $PROMETHEUS_VERSION (about 5 minutes cold)"
+    say "go install prometheus $PROMETHEUS_VERSION (a few minutes cold)"
     mkdir -p "$PROM_BIN.partial"
-    GOFLAGS= GOBIN="$PROM_BIN.partial" go install -trimpath -ldflags "-s -w" \
+    # Only the Kubernetes service discovery: the other providers pull in every cloud SDK.
+    GOFLAGS= GOBIN="$PROM_BIN.partial" go install -trimpath -ldflags "-s -w" -tags remove_all_sd,enable_kubernetes_sd \
       "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
     mkdir -p "$PROM_BIN" && mv "$PROM_BIN.partial/prometheus" "$PROM_BIN/" && rmdir "$PROM_BIN.partial"
   fi
