@@ -104,6 +104,24 @@ def lab_session() -> Iterator[Lab]:
             subprocess.run([sys.executable, str(LAB), "down"], check=False)
 
 
+def install(lab: Lab) -> None:
+    """The project's CRDs, then the classes and the operator's ServiceAccount/RBAC (the dev overlay).
+    CRDs go first: objects of a kind can only be applied once the API server serves that kind."""
+    lab.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(REPO / "crds"))
+    lab.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(REPO / "manifests" / "operator" / "peering.yaml"),
+        check=False,
+    )
+    lab.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    lab.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-k", str(REPO / "manifests" / "overlays" / "dev")
+    )
+
+
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5) -> Any:
     """Poll until check() returns something truthy; fail with `what` otherwise. Not a timing assertion:
     the timeout only bounds how long a broken build waits."""

@@ -88,7 +88,8 @@ def test_owner_reference_garbage_collection(lab: Lab, namespace: str) -> None:
         "-o",
         "json",
     )
-    uid = json.loads(owner.stdout)["items"][0]["metadata"]["uid"]
+    applied = json.loads(owner.stdout)
+    uid = (applied["items"][0] if "items" in applied else applied)["metadata"]["uid"]
     ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}
     lab.apply(
         {

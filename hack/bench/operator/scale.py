@@ -24,7 +24,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
 
-from tests.lab import Lab, OperatorProcess, lab_env, wait_for  # noqa: E402
+from tests.lab import Lab, OperatorProcess, install, lab_env, wait_for  # noqa: E402
 
 NAMESPACE = "bench-scale"
 METRICS_PORT = 18089
