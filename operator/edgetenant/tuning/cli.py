@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from edgetenant.api.models import BatchingMode
 from edgetenant.errors import EdgeTenantError
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dead-band", type=float, default=0.05, help="a step must gain more than this (0.05)")
     p.add_argument("--down-cooldown", type=float, default=60.0, metavar="S")
     p.add_argument("--reprobe-after", type=float, default=900.0, metavar="S")
+    p.add_argument("--probe-readings", type=int, default=1, help="readings per trial step (2 on noisy hosts)")
     p.add_argument("--no-apply-initial", action="store_true", help="keep the running config at start")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--max-intervals", type=int, metavar="N", help="stop after N intervals")
@@ -96,6 +98,7 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         dead_band=args.dead_band,
         down_cooldown_s=args.down_cooldown,
         reprobe_after_s=args.reprobe_after,
+        probe_readings=args.probe_readings,
         max_signal_age_s=max(60.0, 3 * args.interval),
     )
     window = args.window or max(args.interval - 1.0, 2.0)
@@ -122,10 +125,13 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
             if sig
             else "no metrics"
         )
+        # Text, not markup: reasons may hold brackets.
         console.print(
-            f"{d.at:%H:%M:%S} [{style}]{d.action.value:<15}[/] {d.previous}->{d.target}"
-            f"{' +batch' if d.batching else ''}  {numbers}  {d.reason}",
-            highlight=False,
+            Text.assemble(
+                f"{d.at:%H:%M:%S} ",
+                (f"{d.action.value:<15}", style),
+                f" {d.previous}->{d.target}{' +batch' if d.batching else ''}  {numbers}  {d.reason}",
+            )
         )
 
     console.print(

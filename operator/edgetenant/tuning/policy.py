@@ -114,10 +114,18 @@ def step(state: TunerState, signals: Signals | None, now: datetime) -> Decision:
                 reason=f"judging the last step: reading {probe.readings}/{cfg.probe_readings} "
                 f"({signals.throughput:.1f}/s vs {probe.baseline_throughput:.1f}/s before)",
             )  # fmt: skip
-        verdict = _judge_probe(state, probe, _averaged(probe, signals), now, slo_met)
+        judged = _averaged(probe, signals)
+        verdict = _judge_probe(state, probe, judged, now, slo_met)
         if isinstance(verdict, Decision):
             return verdict
-        state = verdict
+        decision = _steady(verdict, signals, now, demand=demand, slo_met=slo_met, low=low, high=high)
+        base = probe.baseline_throughput
+        kept = (
+            f"kept {probe.to_concurrency} instances"
+            if probe.kind == "concurrency"
+            else "kept dynamic batching"
+        ) + f" ({base:.1f}/s -> {judged.throughput:.1f}/s)"
+        return decision.model_copy(update={"reason": f"{kept}; {decision.reason}"})
 
     return _steady(state, signals, now, demand=demand, slo_met=slo_met, low=low, high=high)
 
