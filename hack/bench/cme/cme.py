@@ -270,6 +270,7 @@ def plot(results: dict[str, Any], *, suffix: str = "") -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
     for metric, ylabel, filename in [
         ("throughput", "throughput relative to 1 instance", f"cme{suffix}-throughput.png"),
@@ -294,6 +295,7 @@ def plot(results: dict[str, Any], *, suffix: str = "") -> None:
         device = "one GPU" if gpu else f"{results['machine']['cores']} CPU cores"
         axis.set_xlabel("model instances executing concurrently" + ("" if gpu else " (1 ORT thread each)"))
         axis.set_ylabel(ylabel)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_title(f"CME on {device}, Triton + ONNX Runtime")
         axis.legend(fontsize=7)
         figure.tight_layout()

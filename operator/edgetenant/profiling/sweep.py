@@ -318,6 +318,9 @@ def plot_sweep(result: SweepResult, path: Path, *, title: str | None = None) -> 
         latency_axis.plot(
             xs, [p.p95_ms for p in points], "s--", color=color, alpha=0.6, label=f"p95, {label}"
         )
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
+    throughput_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     throughput_axis.set_xlabel("model instances (concurrency)")
     throughput_axis.set_ylabel("throughput (inferences/s)")
     latency_axis.set_ylabel("p95 latency (ms)")
