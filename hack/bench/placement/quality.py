@@ -17,6 +17,7 @@ import sys
 import time
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import instances
 
@@ -112,6 +113,25 @@ def ratio(value: float, optimum: float) -> float:
     return 1.0 if abs(optimum) < 1e-9 else value / optimum
 
 
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415 - only the plot needs it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    methods = {"solver": [r["ratio"] for r in rows], "greedy alone": [r["greedy_ratio"] for r in rows]}
+    for name in BASELINES:
+        methods[name] = [r["baselines"][name] for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.boxplot(list(methods.values()), tick_labels=list(methods), whis=(0, 100))
+    ax.axhline(0.97, color="red", linestyle=":", linewidth=1, label="97% (worst-case target)")
+    ax.set_ylabel("objective / exhaustive optimum")
+    ax.set_title(f"Quality on {len(rows)} random small instances (whiskers: min-max)")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--instances", type=int, default=250)
@@ -170,6 +190,7 @@ def main() -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "quality.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+    plot(rows, args.out / "quality.png")
     print(json.dumps(summary, indent=2))
     return 0
 
