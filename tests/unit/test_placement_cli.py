@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgetenant import api
 from edgetenant.errors import ConfigError
 from edgetenant.placement import snapshot_from_objects
 from edgetenant.placement.cli import main
@@ -194,3 +195,9 @@ def test_the_lab_topology_and_samples_plan(capsys: pytest.CaptureFixture[str]) -
     }
     assert tenants == samples
     assert plan["placements"]
+
+
+def test_parsed_api_models_are_accepted_too() -> None:
+    docs = [*yaml.safe_load_all(CLUSTER), *yaml.safe_load_all(TENANTS)]
+    parsed = [api.parse_object(d) for d in docs]
+    assert snapshot_from_objects(parsed) == snapshot_from_objects(docs)

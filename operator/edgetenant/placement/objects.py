@@ -176,23 +176,27 @@ def tenant_from_model(it: api.InferenceTenant) -> Tenant:
     )
 
 
-def snapshot_from_objects(objects: Iterable[Mapping[str, Any]]) -> Snapshot:
-    """Build a Snapshot from Node, AcceleratorClass, InferenceTenant and ModelProfile dicts;
-    other kinds are ignored. Raises ConfigError naming the first malformed object."""
+def snapshot_from_objects(objects: Iterable[Mapping[str, Any] | api.Resource]) -> Snapshot:
+    """Build a Snapshot from Node, AcceleratorClass, InferenceTenant and ModelProfile dicts (or
+    already-parsed API models); other kinds are ignored. Raises ConfigError naming the first
+    malformed object."""
     nodes: dict[str, Node] = {}
     classes: dict[str, AcceleratorClass] = {}
     tenants: dict[str, Tenant] = {}
     profiles: list[Profile] = []
     for obj in objects:
-        kind = obj.get("kind")
-        if kind == "Node":
+        parsed: api.Resource | dict[str, Any]
+        if isinstance(obj, api.InferenceTenant | api.AcceleratorClass | api.ModelProfile):
+            parsed = obj  # already parsed by the caller (the operator's watch handlers)
+        elif obj.get("kind") == "Node":
             node = node_from_object(obj)
             nodes[node.name] = node
             continue
-        try:
-            parsed = api.parse_object(obj)
-        except pydantic.ValidationError as exc:
-            raise ConfigError(f"{describe(obj)}: {_first_errors(exc)}") from exc
+        else:
+            try:
+                parsed = api.parse_object(obj)
+            except pydantic.ValidationError as exc:
+                raise ConfigError(f"{describe(obj)}: {_first_errors(exc)}") from exc
         if isinstance(parsed, api.AcceleratorClass):
             classes[parsed.name] = class_from_model(parsed)
         elif isinstance(parsed, api.InferenceTenant):
