@@ -39,7 +39,8 @@ def _reconciler(memo: kopf.Memo) -> Reconciler:
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    return kopf.login_via_client(**kwargs)
+    """In a pod: its ServiceAccount; elsewhere: the kubeconfig `edgetenant run` was given."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
 @kopf.on.startup()
@@ -165,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    # kopf logs every handler run at INFO; ours run on every watch event, so only problems are news.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     load_config(args.kubeconfig)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig

@@ -110,7 +110,7 @@ def test_samples_are_placed_on_the_right_nodes_with_the_right_resources(
             ),
         )
         assert deployment_node(deployment) == target["node"]
-        limits = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+        limits = deployment["spec"]["template"]["spec"]["containers"][0]["resources"].get("limits", {})
         resource = klass["spec"].get("resourceName", "")
         if resource:
             assert limits[resource] == "1"
