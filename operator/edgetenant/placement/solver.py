@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 
 from edgetenant.placement.baselines import BASELINES
-from edgetenant.placement.cpsat import CpSatResult, solve_cpsat
 from edgetenant.placement.greedy import polish, shortlist, solve_greedy
 from edgetenant.placement.plan import Plan, build_plan
 from edgetenant.placement.problem import (
@@ -25,6 +24,13 @@ from edgetenant.placement.problem import (
     upper_bound,
 )
 from edgetenant.placement.snapshot import Snapshot
+
+try:
+    from edgetenant.placement.cpsat import CpSatResult, solve_cpsat
+
+    CPSAT_AVAILABLE = True
+except ImportError:  # NB: OR-Tools missing or broken on this platform: plans come from the greedy
+    CPSAT_AVAILABLE = False
 
 # Above this many (tenant, device, concurrency) options CP-SAT gets a shortlist of devices per tenant.
 FULL_MODEL_OPTIONS = 20_000
@@ -61,7 +67,7 @@ def solve(
     if evaluate(problem, greedy) >= ceiling - 1e-9 * max(1.0, abs(ceiling)):
         # Everyone served in full without avoidable moves: nothing can be better.
         optimal, bound = True, ceiling
-    elif use_cpsat and problem.tenants:
+    elif use_cpsat and CPSAT_AVAILABLE and problem.tenants:
         result, shortlisted = _improve(
             problem,
             greedy,
