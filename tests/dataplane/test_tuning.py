@@ -26,7 +26,7 @@ from edgetenant.dataplane import local
 from edgetenant.profiling.loadgen import run_load
 from edgetenant.render.triton import TritonModelSpec
 from edgetenant.tuning import Action, Decision, TunerConfig, TunerState, initial_state
-from edgetenant.tuning.loop import TuningTarget, render_from_spec, target_for, tune_tick
+from edgetenant.tuning.loop import TuningLoop, TuningTarget, render_from_spec, target_for
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 
@@ -60,16 +60,11 @@ async def set_instances(url: str, spec: TritonModelSpec, instances: int) -> None
 async def tick_every(
     state: TunerState, target: TuningTarget, count: int, decisions: list[Decision]
 ) -> TunerState:
-    """``count`` control intervals, ``INTERVAL_S`` apart, appending each decision."""
-    loop = asyncio.get_running_loop()
-    next_at = loop.time() + INTERVAL_S
-    for _ in range(count):
-        await asyncio.sleep(max(next_at - loop.time(), 0.0))
-        next_at += INTERVAL_S
-        decision = await tune_tick(state, target)
-        decisions.append(decision)
-        state = decision.state
-    return state
+    """``count`` control intervals of the loop ``edgetenant tune`` runs, appending each decision."""
+    loop = TuningLoop(target=target, config=state.config, interval_s=INTERVAL_S, state=state)
+    await loop.run(intervals=count, apply_initial=False, on_tick=lambda r: decisions.append(r.decision))
+    assert loop.state is not None
+    return loop.state
 
 
 @dataclass

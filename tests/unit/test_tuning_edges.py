@@ -1,15 +1,27 @@
-"""The pure parts of the loop's edges: the PromQL it sends and the configs it loads."""
+"""The loop's edges without servers: the PromQL it sends, the configs it loads, and how a tick
+reacts to refused loads, unreachable pods and missing metrics (fakes stand in for the servers;
+tests/dataplane runs the same against real ones)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from edgetenant.adapters.prometheus import QUERIES, SignalQuery
+from edgetenant.errors import MetricsUnavailable, ModelLoadError, TransientError
 from edgetenant.render.triton import DynamicBatching, TritonModelSpec
-from edgetenant.tuning.loop import render_from_config, render_from_spec
+from edgetenant.tuning import Action, Signals, TunerConfig, initial_state
+from edgetenant.tuning.loop import (
+    TuningTarget,
+    render_from_config,
+    render_from_spec,
+    tune_tick,
+    tune_tick_detailed,
+)
 
 
 def test_every_query_selects_the_model_and_the_tenants_pods() -> None:
@@ -79,3 +91,85 @@ def test_render_from_config_keeps_everything_else_of_a_live_config() -> None:
     assert out["input"] == live["input"]
     assert json.loads(render(4, True))["dynamic_batching"] == {"max_queue_delay_microseconds": 100}
     assert live["instance_group"][0]["count"] == 1  # the caller's dict is untouched
+
+
+class FakeTritons:
+    """Records every load per endpoint; refuses configs as told (a real ModelLoadError path)."""
+
+    def __init__(self, refuse_from: int | None = None, unreachable: set[str] | None = None) -> None:
+        self.refuse_from = refuse_from
+        self.unreachable = unreachable or set()
+        self.loads: list[tuple[str, int]] = []
+
+    async def load(self, endpoint: str, model: str, config_json: str) -> None:
+        count = json.loads(config_json)["instance_group"][0]["count"]
+        if endpoint in self.unreachable:
+            raise TransientError(f"{endpoint} unreachable")
+        if self.refuse_from is not None and count >= self.refuse_from:
+            raise ModelLoadError(f"{model}: out of memory for {count} instances")
+        self.loads.append((endpoint, count))
+
+
+def make_target(tritons: FakeTritons, signals: Signals | None, endpoints: tuple[str, ...]) -> TuningTarget:
+    async def read(query: SignalQuery, at: datetime) -> Signals:
+        if signals is None:
+            raise MetricsUnavailable("Prometheus at http://127.0.0.1:9 did not answer")
+        return signals.model_copy(update={"at": at})
+
+    return TuningTarget(
+        model="m",
+        endpoints=endpoints,
+        render_config=render_from_spec(TritonModelSpec(name="m")),
+        query=SignalQuery(model="m", window_s=5.0),
+        load_model=tritons.load,
+        read_signals=read,
+    )
+
+
+BUSY = Signals(
+    at=datetime(2025, 1, 1, tzinfo=UTC), window_s=5.0, throughput=50.0, queue_ms=100.0, compute_ms=40.0
+)
+NOW = datetime(2025, 1, 1, 0, 1, tzinfo=UTC)
+PODS = ("http://127.0.0.1:1", "http://127.0.0.1:2")
+
+
+def test_a_change_goes_to_every_pod() -> None:
+    tritons = FakeTritons()
+    state = initial_state(TunerConfig(initial=2, max=4))
+    decision = asyncio.run(tune_tick(state, make_target(tritons, BUSY, PODS), now=NOW))
+    assert decision.action is Action.SCALE_UP
+    assert tritons.loads == [(PODS[0], 3), (PODS[1], 3)]
+    assert decision.state.last_change_at == NOW
+
+
+def test_a_refused_load_backs_off_everywhere_and_records_the_ceiling() -> None:
+    tritons = FakeTritons(refuse_from=3)
+    state = initial_state(TunerConfig(initial=2, max=4))
+    result = asyncio.run(tune_tick_detailed(state, make_target(tritons, BUSY, PODS), now=NOW))
+    assert result.decision.action is Action.BACK_OFF
+    assert result.decision.target == 2
+    assert result.decision.state.ceiling == 3
+    assert "out of memory" in result.decision.reason
+    assert tritons.loads == [(PODS[0], 2), (PODS[1], 2)]  # every pod back on the old config
+    assert len(result.errors) == 2
+
+
+def test_an_unreachable_pod_holds_without_learning_a_ceiling() -> None:
+    tritons = FakeTritons(unreachable={PODS[1]})
+    state = initial_state(TunerConfig(initial=2, max=4))
+    decision = asyncio.run(tune_tick(state, make_target(tritons, BUSY, PODS), now=NOW))
+    assert decision.action is Action.HOLD
+    assert decision.target == 2
+    assert decision.state.current == 2
+    assert decision.state.ceiling is None
+    assert "could not apply" in decision.reason
+
+
+def test_unavailable_metrics_hold_and_say_why() -> None:
+    tritons = FakeTritons()
+    state = initial_state(TunerConfig(initial=3, max=4))
+    decision = asyncio.run(tune_tick(state, make_target(tritons, None, PODS), now=NOW))
+    assert decision.action is Action.HOLD
+    assert not decision.metrics_available
+    assert "did not answer" in decision.reason
+    assert tritons.loads == []

@@ -132,6 +132,7 @@ async def tune_tick(state: TunerState, target: TuningTarget, *, now: datetime | 
 async def tune_tick_detailed(
     state: TunerState, target: TuningTarget, *, now: datetime | None = None
 ) -> TickResult:
+    clock_given = now is not None
     now = now or datetime.now(UTC)
     why_blind = ""
     try:
@@ -147,7 +148,11 @@ async def tune_tick_detailed(
     config = target.render_config(decision.target, decision.batching)
     errors = await _apply_everywhere(target, config)
     if not errors:
-        return TickResult(decision, applied_to=tuple(target.endpoints))
+        # A load takes a while (new instances start while the old serve): the change counts from
+        # when it finished, so the next judged window holds only the new setting.
+        applied_at = now if clock_given else max(now, datetime.now(UTC))
+        state = decision.state.model_copy(update={"last_change_at": applied_at})
+        return TickResult(decision.model_copy(update={"state": state}), applied_to=tuple(target.endpoints))
     refused = [f"{url}: {exc}" for url, exc in errors if isinstance(exc, ModelLoadError)]
     message = "; ".join(refused or [f"{url}: {exc}" for url, exc in errors])
     undone = load_failed(decision, now, message) if refused else not_applied(decision, now, message)
@@ -207,8 +212,11 @@ class TuningLoop:
             duration_s is None or loop.time() - started + self.interval_s <= duration_s + 1e-6
         ):
             await asyncio.sleep(max(next_at - loop.time(), 0.0))
-            next_at += self.interval_s
             result = await tune_tick_detailed(state, self.target)
+            # A slow tick (a long load) never causes catch-up ticks: those would all read the
+            # same instant. After a change the next one waits a full interval from its end.
+            spacing = self.interval_s if result.applied_to else self.interval_s / 2
+            next_at = max(next_at + self.interval_s, loop.time() + spacing)
             state = result.decision.state
             self.state = state
             self.history.append(result)
