@@ -12,6 +12,10 @@ reference objective with f rounded down to 1/S and u rounded up to 1/M: never op
 within about 1/(S f_d) of it. Devices whose possible tenants can never saturate them get F_d = S
 fixed and no V variables. The plan's objective is always recomputed exactly by `evaluate`.
 
+Interchangeable devices (same class, same node labels and taints, nobody's current device) get
+symmetry breaking: the k-th tenant that could use such a group may only take its first k+1
+devices, and the hint is relabelled to match.
+
 Ties are not in the program: an objective with a tie-break term below the main one makes
 CP-SAT prove a lexicographic optimum (10-20x slower on small instances). `greedy.polish` breaks
 ties afterwards instead.
