@@ -14,7 +14,7 @@ class Settings:
     resync_s: float = 10.0  # re-check readiness this often even when nothing changed
     debounce_s: float = 0.3  # let a burst of watch events settle before planning
     solver_time_limit_s: float = 2.0
-    move_cost: float = 5.0  # objective units a move costs (see docs/placement.md)
+    move_cost: float = 100.0  # objective units (priority x req/s) a move costs; see docs/placement.md
     parallel_reconciles: int = 16
     event_interval_s: float = 600.0  # the same Event for the same tenant at most this often
     triton_timeout_s: float = 2.0

@@ -119,6 +119,8 @@ def test_samples_are_placed_on_the_right_nodes_with_the_right_resources(
     table = lab.kubectl("get", "itn", "-A").stdout
     for column in ("MODEL", "CLASS", "NODE", "CONCURRENCY", "READY"):
         assert column in table
+    # The samples hold devices; later tests need them free.
+    lab.kubectl("delete", "itn", "--all", "-n", "edge-vision", "--wait=false")
 
 
 def test_a_tenant_that_fits_nowhere_gets_a_reason_and_disturbs_nothing(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -13,9 +14,9 @@ def test_kill_9_midway_then_restart_converges_without_duplicates(
     lab: Lab, operator_kubeconfig: Path, tmp_path: Path, namespace: str
 ) -> None:
     count = 24
-    tenants = [
-        tenant(f"burst-{i:02d}", namespace, acceleratorClasses=["x86-cpu", "arm64-cpu"]) for i in range(count)
-    ]
+    klass = f"crash-{namespace}"
+    add_capacity(lab, klass, nodes=3)
+    tenants = [tenant(f"burst-{i:02d}", namespace, acceleratorClasses=[klass]) for i in range(count)]
     first = OperatorProcess(operator_kubeconfig, tmp_path / "first.log", OPERATOR_ENV).start()
     try:
         lab.apply(tenants)
@@ -40,3 +41,43 @@ def test_kill_9_midway_then_restart_converges_without_duplicates(
             assert all(i["metadata"]["ownerReferences"][0]["uid"] in uids for i in items), f"orphaned {kind}"
     finally:
         second.kill()
+        lab.kubectl("delete", "acceleratorclass", klass, "--ignore-not-found", check=False)
+        lab.kubectl("delete", "nodes", "-l", f"edgetenant.io/test={klass}", "--wait=false", check=False)
+
+
+def add_capacity(lab: Lab, klass: str, nodes: int) -> None:
+    """Simulated nodes and a class of their own, so the burst fits whatever else the lab holds."""
+    for i in range(nodes):
+        name = f"{klass}-{i}"
+        labels = {"kubernetes.io/arch": "arm64", "kubernetes.io/os": "linux", "edgetenant.io/test": klass}
+        lab.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"}, "labels": labels},
+            }
+        )
+        capacity = {"cpu": "8", "memory": "16Gi", "pods": "110", "example.com/crash-gpu": "16"}
+        patch = {"status": {"capacity": capacity, "allocatable": capacity}}
+        lab.kubectl("patch", "node", name, "--subresource=status", "--type=merge", "-p", json.dumps(patch))
+    lab.apply(
+        {
+            "apiVersion": "edgetenant.io/v1alpha1",
+            "kind": "AcceleratorClass",
+            "metadata": {"name": klass},
+            "spec": {
+                "resourceName": "example.com/crash-gpu",
+                "nodeSelector": {"edgetenant.io/test": klass},
+                "memoryPerDeviceMiB": 8192,
+                "sharing": {"mode": "TimeSliced", "slots": 2},
+                "instanceKind": "KIND_GPU",
+                "formats": [
+                    {
+                        "format": "onnx",
+                        "backend": "onnxruntime",
+                        "image": "nvcr.io/nvidia/tritonserver:24.10-py3",
+                    }
+                ],
+            },
+        }
+    )
