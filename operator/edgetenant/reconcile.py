@@ -64,6 +64,23 @@ class ClusterCache:
             and pod["metadata"].get("labels", {}).get(TENANT_LABEL) == name
         ]
 
+    def serving_ips(self, key: str) -> list[str]:
+        """IPs of the tenant's ready pods: every one of them gets every concurrency change.
+
+        From the operator's own pod watch, which carries the same readiness the EndpointSlice
+        controller publishes, without a list call per tick (and loopback pod IPs, as in the local
+        lab, cannot appear in EndpointSlices at all: their validation refuses 127.0.0.0/8).
+        """
+        ips = []
+        for pod in self.pods_of(key):
+            status = pod.get("status") or {}
+            ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])
+            )
+            if ready and status.get("podIP") and not pod["metadata"].get("deletionTimestamp"):
+                ips.append(str(status["podIP"]))
+        return sorted(ips)
+
     def placement_inputs(self, now: datetime) -> list[dict[str, Any]]:
         """Objects for the planner. A tenant's current device is its committed target (so a move in
         flight is not re-decided), and its move count is recomputed for the current hour."""
@@ -269,6 +286,7 @@ class Reconciler:
             selector=f"{TENANT_LABEL}={tenant.metadata.name}",
             replicas=len(pods),
             estimated=bool(placement and placement.estimated),
+            model_name=tenant.spec.model.name or str(tenant.metadata.name),
         )
         new = desired_status(status, obs, datetime.now(UTC))
         if status_changed(status, new):

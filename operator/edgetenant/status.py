@@ -48,6 +48,7 @@ class Observation:
     selector: str
     replicas: int
     estimated: bool = False
+    model_name: str | None = None
     events: list[tuple[str, str, str]] = field(default_factory=list)  # filled by desired_status
 
 
@@ -217,6 +218,7 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
     status["moveHistory"] = history[-MAX_MOVE_HISTORY:]
     status["movesInLastHour"] = len(moves)
     status["endpoint"] = obs.endpoint
+    status["modelName"] = obs.model_name
     status["replicas"] = obs.replicas
     status["selector"] = obs.selector
     concurrency = dict(old.get("concurrency") or {})

@@ -1,7 +1,7 @@
 """The tuning loop inside the operator: one `tune_tick` per Auto (or Fixed) tenant per interval.
 
 The pure controller and its edge (tuning.loop) know nothing of Kubernetes. This module gives them the
-tenant's knobs, its pods (ready EndpointSlice addresses: every pod gets every change), its Prometheus
+tenant's knobs, its ready pods' IPs (every pod gets every change), its Prometheus
 selector, and keeps the result: `status.concurrency` / `lastDecision` / `observed`, the
 `MetricsAvailable` and `SLOMet` conditions, an Event per change, operator metrics, the tuned instance
 count in the ConfigMap (through the reconciler, which renders it from `status.concurrency.target`),
@@ -151,14 +151,14 @@ class TuningDriver:
         except (pydantic.ValidationError, KeyError):
             return None
         namespace, name = str(tenant.metadata.namespace), str(tenant.metadata.name)
-        endpoints = await self.reconciler.kube.ready_endpoints(namespace, name)
+        endpoints = self.reconciler.cache.serving_ips(key)
         if not endpoints:
             return None
         state = self.state_for(key, tenant, status)
         spec = triton_spec(tenant, klass, state.current)
         target = target_for(
             model=served_model_name(tenant),
-            endpoints=[f"http://{ip}:{HTTP_PORT}" for _, ip in endpoints],
+            endpoints=[f"http://{ip}:{HTTP_PORT}" for ip in endpoints],
             prometheus_url=self.settings.prometheus_url,
             render_config=render_from_spec(spec),
             labels={"namespace": namespace},

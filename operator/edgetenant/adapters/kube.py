@@ -1,4 +1,4 @@
-"""The Kubernetes edge: server-side apply, status patches, Events, pods and EndpointSlices.
+"""The Kubernetes edge: server-side apply, status patches, Events, pods.
 
 The `kubernetes` client is synchronous, so every call runs in a worker thread and never blocks kopf's
 event loop. Foreign errors become the project's own: TransientError (retry later) or PermanentError.
@@ -107,23 +107,6 @@ class Kube:
         )
         pods: list[dict[str, Any]] = self.api_client.sanitize_for_serialization(result.items)  # type: ignore[no-untyped-call]
         return pods
-
-    async def ready_endpoints(self, namespace: str, service: str) -> list[tuple[str, str]]:
-        """(pod name, IP) of every ready endpoint of the Service, from its EndpointSlices."""
-        slices = await self._call(
-            f"list EndpointSlices of {namespace}/{service}",
-            lambda: self.discovery.list_namespaced_endpoint_slice(
-                namespace, label_selector=f"kubernetes.io/service-name={service}"
-            ),
-        )
-        found: list[tuple[str, str]] = []
-        for endpoint_slice in slices.items:
-            for endpoint in endpoint_slice.endpoints or []:
-                if endpoint.conditions is not None and endpoint.conditions.ready is False:
-                    continue
-                pod = str(endpoint.target_ref.name) if endpoint.target_ref else ""
-                found.extend((pod, address) for address in endpoint.addresses)
-        return sorted(found)
 
     async def upsert_model_profile(self, namespace: str, body: dict[str, Any]) -> None:
         """Create or update a ModelProfile (the tuning loop's learned points)."""
