@@ -97,7 +97,7 @@ def profile_body(
             "acceleratorClass": accelerator_class,
             "node": node,
             "points": points,
-            "ceiling": state.ceiling,
+            **({"ceiling": state.ceiling} if state.ceiling is not None else {}),
         },
     }
 
