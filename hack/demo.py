@@ -40,7 +40,7 @@ from tests.lab import Lab, OperatorProcess, install, lab_env, wait_for  # noqa: 
 NAMESPACE = "edge-demo"
 LOCAL = ("mobilenet-v2-local", "resnet18-local")
 LOST_NODE = "jetson-nano-1"
-console = Console(highlight=False)
+console = Console(highlight=False, width=max(150, Console().width))
 
 
 @dataclass
@@ -276,6 +276,7 @@ def run_demo(args: argparse.Namespace) -> int:
         "events",
         "-n",
         NAMESPACE,
+        "--field-selector=source=edgetenant",
         "--sort-by=.lastTimestamp",
         "-o",
         "custom-columns=TIME:.lastTimestamp,OBJECT:.involvedObject.name,REASON:.reason,MESSAGE:.message",

@@ -371,6 +371,9 @@ def component_commands(state: LabState, bins: Path) -> dict[str, list[str]]:
             f"--service-account-private-key-file={d / 'pki/sa.key'}",
             "--use-service-account-credentials=true",
             "--leader-elect=false",
+            # Endpoints and EndpointSlices refuse loopback addresses, and every lab pod IP is one:
+            # those controllers could only fail, forever, so they are off.
+            "--controllers=*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
             # Notice a lost edge node quickly (an edge box that loses power should be re-planned fast).
             "--node-monitor-grace-period=20s",
             "--node-monitor-period=2s",

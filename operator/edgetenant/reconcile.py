@@ -16,6 +16,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -95,11 +96,12 @@ class ClusterCache:
             tenant = {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")}
             status = body.get("status") or {}
             current = status.get("targetPlacement") or status.get("activePlacement")
+            ceiling = (status.get("concurrency") or {}).get("ceiling")
             tenant["status"] = {
                 "activePlacement": current,
                 "movesInLastHour": len(recent_moves(status.get("moveHistory", []), now)),
-                "concurrency": status.get("concurrency"),
-                "observed": status.get("observed"),
+                "concurrency": {"current": 0, "target": 0, "ceiling": ceiling} if ceiling else None,
+                "observed": _demand_bucket(status.get("observed")),
             }
             objects.append(tenant)
         return objects
@@ -387,6 +389,15 @@ async def model_ready(url: str, model: str, timeout_s: float) -> tuple[bool, str
             return False, f"Triton at {url} has not loaded {model} (yet)"
     except EdgeTenantError as error:
         return False, str(error)
+
+
+def _demand_bucket(observed: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Observed throughput stands in for demand when a tenant states none. Rounded to a 25% step,
+    so metric noise does not re-plan the cluster every tuning interval."""
+    if not observed or not observed.get("throughput"):
+        return None
+    value = float(observed["throughput"])
+    return {"throughput": round(1.25 ** round(math.log(value, 1.25)), 1) if value > 0 else 0.0}
 
 
 def _older(candidate: dict[str, Any], known: dict[str, Any]) -> bool:

@@ -41,6 +41,7 @@ def test_kubectl_explain_shows_the_field_docs(lab: Lab) -> None:
 def test_shipped_classes_and_samples_apply(lab: Lab) -> None:
     lab.kubectl("apply", "-k", str(REPO / "manifests" / "samples"))
     assert len(lab.get_json("itn", "-n", "edge-vision")["items"]) >= 6
+    lab.kubectl("delete", "itn", "--all", "-n", "edge-vision", "--wait=false")
     classes = lab.get_json("acceleratorclasses")["items"]
     assert {"jetson-tx2", "jetson-nano", "coral-edgetpu", "intel-ncs2", "x86-cpu", "arm64-cpu"} <= {
         c["metadata"]["name"] for c in classes
