@@ -17,20 +17,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgetenant import zoo
+from edgetenant.adapters.triton import TritonAdapter
 from edgetenant.dataplane import local, repository
-from edgetenant.profiling.sweep import SweepPoint, sweep
+from edgetenant.profiling.loadgen import LoadResult, run_load
+from edgetenant.profiling.sweep import SweepPoint, settled_memory_mib
 from edgetenant.render.triton import SHIM_BACKEND, TritonModelSpec
 
 HERE = Path(__file__).resolve().parent
@@ -133,6 +138,12 @@ def measure_gpu_peak(env: local.DataplaneEnv, *, size: int = 8192) -> dict[str, 
 async def profile_model(
     name: str, triton: local.TritonProcess, args: argparse.Namespace, cores: int
 ) -> dict[str, Any]:
+    """Measure every configuration ``args.rounds`` times, interleaved, and keep the medians.
+
+    The machine is shared, so its free CPU changes from minute to minute. Sweeping 1..8 once
+    would confound instance count with time; visiting every configuration once per round
+    (ascending, then descending) spreads the other tenants' load over all of them alike.
+    """
     served = f"cme-{name.replace('_', '-')}"
     parameters = (("execution_provider", args.provider),) if args.provider else ()
     base = TritonModelSpec(
@@ -143,35 +154,63 @@ async def profile_model(
         parameters=parameters,
     )
     repository.write_model(triton.model_repository, base, zoo.ensure_model(name))
-
+    configs = [(n, 1) for n in range(1, args.max_instances + 1)]
+    if not args.gpu:  # threads per instance mean nothing on a GPU
+        configs.append((1, cores))
+    results: dict[tuple[int, int], list[LoadResult]] = {config: [] for config in configs}
+    memory: dict[tuple[int, int], float] = {}
     loads: list[float] = []
+    baseline = await settled_memory_mib(triton.pid)
+    async with TritonAdapter(triton.url) as admin:
+        for round_index in range(args.rounds):
+            order = configs if round_index % 2 == 0 else configs[::-1]
+            for instances, threads in order:
+                spec = replace(base, instance_count=instances, threads_per_instance=threads)
+                await admin.apply_spec(spec)
+                result = await run_load(
+                    triton.url,
+                    served,
+                    concurrency=max(2, 2 * instances),
+                    duration_s=args.duration,
+                    warmup_s=args.warmup,
+                )
+                results[(instances, threads)].append(result)
+                loads.append(os.getloadavg()[0])  # how busy the shared machine was
+                if (instances, threads) not in memory:
+                    memory[(instances, threads)] = max(0.0, await settled_memory_mib(triton.pid) - baseline)
+                print(
+                    f"  {name} round {round_index + 1}: {instances} inst x {threads} thr -> "
+                    f"{result.throughput:6.1f}/s p95 {result.p95_ms:7.1f} ms errors {result.errors} "
+                    f"(load avg {loads[-1]:.1f})",
+                    flush=True,
+                )
+        await admin.unload_model(served)
 
-    def show(point: SweepPoint) -> None:
-        loads.append(os.getloadavg()[0])  # 1-minute load average: how busy the shared machine was
-        print(
-            f"  {name}: {point.instances} inst x {point.threads_per_instance} thr -> "
-            f"{point.throughput:6.1f}/s p95 {point.p95_ms:7.1f} ms mem +{point.memory_mib or 0:.0f} MiB",
-            flush=True,
+    def point(config: tuple[int, int]) -> dict[str, Any]:
+        runs = results[config]
+        return asdict(
+            SweepPoint(
+                instances=config[0],
+                threads_per_instance=config[1],
+                batching=False,
+                clients=max(2, 2 * config[0]),
+                batch_size=1,
+                throughput=statistics.median(r.throughput for r in runs),
+                p50_ms=statistics.median(r.p50_ms for r in runs),
+                p95_ms=statistics.median(r.p95_ms for r in runs),
+                p99_ms=statistics.median(r.p99_ms for r in runs),
+                requests=sum(r.requests for r in runs),
+                errors=sum(r.errors for r in runs),
+                memory_mib=memory[config],
+                load_s=0.0,
+                measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(runs[-1].finished_at)),
+            )
         )
 
-    common = {
-        "duration_s": args.duration,
-        "warmup_s": args.warmup,
-        "clients_per_instance": 2,
-        "server_pid": triton.pid,
-        "drop_ratio": None,  # the experiment wants the whole curve, past any fall
-        "on_point": show,
-    }
-    cme = await sweep(triton.url, base, max_instances=args.max_instances, threads=[1], **common)  # type: ignore[arg-type]
-    # Threads per instance mean nothing on a GPU: there the 1-instance point stands in.
-    all_cores = cme
-    if not args.gpu:
-        all_cores = await sweep(triton.url, base, max_instances=1, threads=[cores], **common)  # type: ignore[arg-type]
-    from edgetenant.adapters.triton import TritonAdapter  # noqa: PLC0415
-
-    async with TritonAdapter(triton.url) as admin:
-        await admin.unload_model(served)
-    return {"cme": cme.as_dict(), "all_cores": all_cores.as_dict(), "loadavg": loads}
+    cme = {"points": [point((n, 1)) for n in range(1, args.max_instances + 1)]}
+    all_cores = {"points": [point((1, cores))]} if not args.gpu else cme
+    rounds = {f"{n}x{t}": [round(r.throughput, 2) for r in results[(n, t)]] for n, t in configs}
+    return {"cme": cme, "all_cores": all_cores, "rounds": rounds, "loadavg": loads}
 
 
 def _points(raw: dict[str, Any]) -> list[SweepPoint]:
@@ -199,8 +238,9 @@ def render_report(results: dict[str, Any], *, suffix: str = "") -> str:
         f"{results['runtime']['onnxruntime']} in Triton's Python backend (edgetenant's shim), "
         "`KIND_CPU` instances, no batching (`max_batch_size: 0`), batch 1 per request.",
         f"- Load: closed loop, 2 clients per instance, {results['settings']['warmup']:g} s warm-up + "
-        f"{results['settings']['duration']:g} s measured per point; the load generator runs on the "
-        "same cores as the server.",
+        f"{results['settings']['duration']:g} s measured per point; every configuration measured "
+        f"{results['settings'].get('rounds', 1)} times, interleaved (ascending, then descending), "
+        "medians reported; the load generator runs on the same cores as the server.",
         f"- Matrix-multiply peak of these cores (float32 1024x1024, best of a run before and after "
         f"the sweep): {peak_all:.1f} GFLOP/s with "
         f"{cores} threads, {peak_one:.1f} GFLOP/s with 1 "
@@ -232,25 +272,30 @@ def render_report(results: dict[str, Any], *, suffix: str = "") -> str:
         "",
         f"![p95 latency vs instances](cme{suffix}-latency.png)",
         "",
-        "## Throughput (inferences/s) per instance count, 1 thread per instance",
+        "## Throughput (inferences/s) per instance count, 1 thread per instance: "
+        "median (min–max of the rounds)",
         "",
         "| model | " + " | ".join(str(i) for i in range(1, results["settings"]["max_instances"] + 1)) + " |",
         "|---|" + "---:|" * results["settings"]["max_instances"],
     ]
     for name, entry in results["models"].items():
-        cells = [f"{p.throughput:.1f}" for p in _points(entry["cme"])]
+        rounds = entry.get("rounds", {})
+        cells = []
+        for p in _points(entry["cme"]):
+            runs = rounds.get(f"{p.instances}x1", [])
+            spread = f" ({min(runs):.1f}–{max(runs):.1f})" if len(runs) > 1 else ""
+            cells.append(f"{p.throughput:.1f}{spread}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "## 1-minute load average of the machine when each point finished",
+        "## Load average of the shared machine during each model's sweep (1-minute, min / median / max)",
         "",
-        "| model | "
-        + " | ".join(str(i) for i in range(1, results["settings"]["max_instances"] + 1))
-        + f" | 1 x {cores} thr |",
-        "|---|" + "---:|" * (results["settings"]["max_instances"] + 1),
+        "| model | min | median | max |",
+        "|---|---:|---:|---:|",
     ]
     for name, entry in results["models"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{x:.1f}" for x in entry.get("loadavg", [])) + " |")
+        loads = entry.get("loadavg") or [math.nan]
+        lines.append(f"| {name} | {min(loads):.1f} | {statistics.median(loads):.1f} | {max(loads):.1f} |")
     lines += [
         "",
         "## Memory (PSS of tritonserver + its Python-backend stubs over the no-model baseline, MiB)",
@@ -346,6 +391,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "duration": args.duration,
             "warmup": args.warmup,
             "max_instances": args.max_instances,
+            "rounds": args.rounds,
             "instance_kind": args.instance_kind,
             "provider": args.provider or ("cuda" if args.gpu else "cpu"),
         },
@@ -377,8 +423,9 @@ def main() -> int:
     )
     parser.add_argument("--models", nargs="+", default=list(zoo.ZOO), choices=list(zoo.ZOO))
     parser.add_argument("--max-instances", type=int, default=8)
-    parser.add_argument("--duration", type=float, default=6.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; medians reported")
+    parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--gpu", action="store_true", help="KIND_GPU instances on ORT's CUDA provider")
     parser.add_argument("--instance-kind", help="default KIND_CPU, or KIND_GPU with --gpu")

@@ -125,7 +125,7 @@ def _process_tree_size(pid: int) -> int:
     return count
 
 
-async def _settled_memory_mib(pid: int, *, timeout_s: float = 30.0) -> float:
+async def settled_memory_mib(pid: int, *, timeout_s: float = 30.0) -> float:
     """The process tree's memory once it has stopped shrinking.
 
     NB: Triton answers an unload at once and stops the model's stub processes afterwards,
@@ -172,7 +172,7 @@ async def sweep(
                     if not await triton.model_ready(base.name):
                         break
                     await asyncio.sleep(0.2)
-            baseline = await _settled_memory_mib(server_pid)
+            baseline = await settled_memory_mib(server_pid)
         for thread_count in threads:
             for batched in batching:
                 best = 0.0
