@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from edgetenant.api.models import ModelProfile
 from edgetenant.dataplane import repository
 from edgetenant.dataplane.local import TritonProcess
 from edgetenant.profiling import cli as profile_cli
+from edgetenant.profiling import loadgen
 from edgetenant.profiling.loadgen import run_load
 from edgetenant.profiling.sweep import sweep
 from edgetenant.render.triton import TritonModelSpec
@@ -76,3 +78,14 @@ def test_profile_cli_writes_a_valid_model_profile_and_a_plot(tmp_path: Path) -> 
         p.throughput > 0 and p.memory_mib is not None and p.memory_mib > 0 for p in profile.spec.points
     )
     assert (tmp_path / "efficientnet-b0-x86-cpu-profile.png").stat().st_size > 10_000
+
+
+def test_load_cli_prints_json(
+    light: TritonModelSpec, triton: TritonProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = loadgen.main(
+        ["--url", triton.url, "--model", light.name, "--concurrency", "2", "--requests", "6", "--json"]
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert (report["requests"], report["errors"], report["mode"]) == (6, 0, "closed")
