@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "operator"))
 
 from edgetenant.profiling.loadgen import run_load  # noqa: E402
-from tests.lab import Lab, OperatorProcess, install, lab_env, wait_for  # noqa: E402
+from tests.lab import Lab, OperatorProcess, lab_env, wait_for  # noqa: E402
 
 NAMESPACE = "edge-demo"
 LOCAL = ("mobilenet-v2-local", "resnet18-local")
