@@ -155,13 +155,19 @@ async def load_phase(run: DemoRun, phase: str, seconds: float, live: Live) -> No
 
 def plot(run: DemoRun, path: Path) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
-    for tenant in LOCAL:
+    for offset, tenant in enumerate(LOCAL):
         points = [s for s in run.samples if s.tenant == tenant]
         if not points:
             continue
         top.plot([p.t for p in points], [p.client_throughput for p in points], marker="o", label=tenant)
-        bottom.step([p.t for p in points], [p.concurrency for p in points], where="post", label=tenant)
+        # A small offset keeps two tenants at the same count apart.
+        counts = [p.concurrency + 0.04 * offset for p in points]
+        bottom.step([p.t for p in points], counts, where="post", marker=".", label=tenant)
+    marks: dict[float, str] = {}
     for t, label in run.marks:
+        key = next((k for k in marks if abs(k - t) < 3), t)
+        marks[key] = f"{marks[key]}, {label}" if key in marks else label
+    for t, label in marks.items():
         for axis in (top, bottom):
             axis.axvline(t, color="grey", linestyle="--", linewidth=0.8)
         top.annotate(label, (t, top.get_ylim()[1]), rotation=90, va="top", ha="right", fontsize=8)
