@@ -221,6 +221,21 @@ async def tune(
     return run
 
 
+async def paired(
+    triton: TritonProcess, model: str, counts: dict[str, int], *, clients: int, seconds: float, rounds: int
+) -> dict[str, float]:
+    """Throughput of each named static count, measured in turn (A, B, C, A, B, C, ...): on a
+    shared machine whose load drifts, back-to-back turns compare fairly where runs minutes
+    apart do not."""
+    samples: dict[str, list[float]] = {name: [] for name in counts}
+    for _ in range(rounds):
+        for name, count in counts.items():
+            await set_instances(triton, model, count)
+            result = await run_load(triton.url, model, concurrency=clients, duration_s=seconds, warmup_s=1.0)
+            samples[name].append(result.throughput)
+    return {name: sum(v) / len(v) for name, v in samples.items()}
+
+
 async def bench_model(args: argparse.Namespace, model: str) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix=f"tuning-bench-{model}-") as tmp,
@@ -256,18 +271,35 @@ async def bench_model(args: argparse.Namespace, model: str) -> dict[str, Any]:
             )
             print(f"  wrote {path}")
         if not args.sweep_only:
+            interval = args.interval
+            if args.requests_per_window:  # slow models get longer windows (counting noise)
+                interval = min(
+                    max(args.requests_per_window / points[0].throughput + 1.0, args.interval), 20.0
+                )
+            out["interval_s"] = round(interval, 1)
             run = await tune(
                 triton,
                 prometheus,
                 model,
                 clients=args.clients,
                 best=best.throughput,
-                interval_s=args.interval,
+                interval_s=interval,
                 intervals=args.intervals,
                 steady_s=args.steady_seconds,
                 max_instances=args.max,
             )
             out["loop"] = asdict(run)
+            if args.paired_rounds:
+                counts = {"default": 1, "loop": run.final_instances, "best": best.concurrency}
+                out["paired"] = await paired(
+                    triton,
+                    model,
+                    counts,
+                    clients=args.clients,
+                    seconds=args.point_seconds,
+                    rounds=args.paired_rounds,
+                )
+                print(f"  paired {model}: {out['paired']}", flush=True)
         return out
 
 
@@ -282,6 +314,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--intervals", type=int, default=20)
     p.add_argument("--steady-seconds", type=float, default=30.0)
     p.add_argument("--sweep-only", action="store_true")
+    p.add_argument(
+        "--requests-per-window",
+        type=float,
+        default=0.0,
+        help="lengthen the interval (up to 20 s) so one window holds this many requests at 1 instance",
+    )
+    p.add_argument(
+        "--paired-rounds", type=int, default=0, help="after the loop: default/loop/best measured in turn"
+    )
     p.add_argument("--profiles-dir", type=Path, help="write each sweep as a ModelProfile YAML here")
     p.add_argument("--out", type=Path, default=HERE / "results.json")
     p.add_argument("--instance-kind", choices=["KIND_CPU", "KIND_GPU"], default="KIND_CPU")

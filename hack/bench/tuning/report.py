@@ -11,6 +11,25 @@ from pathlib import Path
 from typing import Any
 
 
+def paired_table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| model | interval | default (1) | loop (count) | brute-force best (count) | loop / best "
+        "| best / default |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        p = r.get("paired")
+        if not p:
+            continue
+        loop = r["loop"]
+        lines.append(
+            f"| {r['model']} | {r.get('interval_s', '-')} s | {p['default']:.1f} | {p['loop']:.1f} "
+            f"({loop['final_instances']}) | {p['best']:.1f} ({r['best']['concurrency']}) | "
+            f"{p['loop'] / p['best']:.0%} | {p['best'] / p['default']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
         "| model | default (1 instance) | loop | brute-force best | loop / best | intervals to 95 % "
@@ -43,6 +62,9 @@ def table(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str]) -> int:
     data = json.loads(Path(argv[0]).read_text())
     print(table(data["results"]))
+    if any(r.get("paired") for r in data["results"]):
+        print()
+        print(paired_table(data["results"]))
     return 0
 
 
