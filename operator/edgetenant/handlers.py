@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import copy
 import logging
 import os
@@ -53,6 +54,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.peering.name = config.peering
     settings.peering.mandatory = False  # runs without the peering CRD; HA needs it installed
     settings.persistence.finalizer = "edgetenant.io/operator"  # never added: no deletion handlers
+    # Every API and Triton call runs in a worker thread; the default pool (cores + 4) would make
+    # hundreds of tenants queue behind a handful of threads.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(
+            max_workers=2 * config.parallel_reconciles, thread_name_prefix="edgetenant"
+        )
+    )
     reconciler = Reconciler(Kube(), config)
     memo["reconciler"] = reconciler
     memo["tasks"] = [

@@ -118,13 +118,18 @@ class ClusterCache:
                 ready,
             ]
 
-        def tenant_view(obj: dict[str, Any]) -> Any:
+        def view(obj: dict[str, Any]) -> Any:
             if obj.get("kind") == "Node":
                 return node_view(obj)
-            return [obj["metadata"].get("name"), obj.get("spec"), obj.get("status")]
+            status = dict(obj.get("status") or {})
+            # The placement and move count a tenant carries were written from the current plan: they
+            # are its consequence, not an input, so writing them must not trigger another solve.
+            status.pop("activePlacement", None)
+            status.pop("movesInLastHour", None)
+            return [obj["metadata"].get("namespace"), obj["metadata"].get("name"), obj.get("spec"), status]
 
         # Moves age out of the hour window: include the hour so the budget refreshes.
-        return _fingerprint([tenant_view(o) for o in self.placement_inputs(now)] + [now.strftime("%Y%m%d%H")])
+        return _fingerprint([view(o) for o in self.placement_inputs(now)] + [now.strftime("%Y%m%d%H")])
 
 
 @dataclass
