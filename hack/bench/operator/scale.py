@@ -155,7 +155,13 @@ def main() -> int:
             json.dumps(capacity),
         )
     lab.apply(bench_class())
-    lab.kubectl("create", "namespace", NAMESPACE, check=False)
+    wait_for(
+        "a previous run's namespace to go",
+        lambda: lab.kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0,
+        timeout=600,
+        interval=2,
+    )
+    lab.kubectl("create", "namespace", NAMESPACE)
     kubeconfig = lab.service_account_kubeconfig(
         "edgetenant-system", "edgetenant-operator", work / "kubeconfig"
     )
