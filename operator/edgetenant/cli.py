@@ -11,7 +11,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("edgetenant.placement.cli:main", "place tenants on devices from YAML or a live cluster"),
     "zoo": ("edgetenant.zoo.cli:main", "build the image-classification model zoo as ONNX"),
     "load": ("edgetenant.profiling.loadgen:main", "send closed- or open-loop load to a Triton model"),
-    "profile": ("edgetenant.profiling.cli:main", "sweep concurrency on a real Triton and write a ModelProfile"),
+    "profile": (
+        "edgetenant.profiling.cli:main",
+        "sweep concurrency on a real Triton and write a ModelProfile",
+    ),
     "tune": ("edgetenant.tuning.cli:main", "run the concurrency control loop against any Triton"),
     "run": ("edgetenant.handlers:main", "run the operator"),
 }

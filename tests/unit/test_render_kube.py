@@ -38,7 +38,9 @@ def test_gpu_tenant_gets_its_device_node_tolerations_and_runtime_class() -> None
     pod = objects["Deployment"]["spec"]["template"]["spec"]
     triton = pod["containers"][0]
     assert triton["resources"]["limits"] == {"nvidia.com/gpu": "1"}
-    term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ][0]
     assert term["matchFields"] == [{"key": "metadata.name", "operator": "In", "values": ["jetson-tx2-1"]}]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert pod["runtimeClassName"] == "nvidia"
@@ -72,7 +74,9 @@ def test_workload_is_owned_labelled_scraped_and_restricted() -> None:
 
 
 def test_fetcher_gets_the_uri_and_writes_into_the_model_repository() -> None:
-    deployment = by_kind(render_all(tenant(), klass("x86-cpu"), "edge-local", 1, RenderSettings()))["Deployment"]
+    deployment = by_kind(render_all(tenant(), klass("x86-cpu"), "edge-local", 1, RenderSettings()))[
+        "Deployment"
+    ]
     init = deployment["spec"]["template"]["spec"]["initContainers"][0]
     assert "--uri=http://127.0.0.1:18080/mobilenet_v2.onnx" in init["args"]
     assert "--dest=/models/mnv2/1/model.onnx" in init["args"]
