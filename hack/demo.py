@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "operator"))
 
 from edgetenant.profiling.loadgen import run_load  # noqa: E402
-from tests.lab import Lab, OperatorProcess, lab_env, wait_for  # noqa: E402
+from tests.lab import Lab, OperatorProcess, install, lab_env, wait_for  # noqa: E402
 
 NAMESPACE = "edge-demo"
 LOCAL = ("mobilenet-v2-local", "resnet18-local")
@@ -210,10 +210,7 @@ def run_demo(args: argparse.Namespace) -> int:
     console.print(
         "Step 2/5: CRDs, AcceleratorClasses and the operator's RBAC (kubectl apply -k manifests/overlays/dev)"
     )
-    lab.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-k", str(REPO / "manifests" / "overlays" / "dev")
-    )
-    lab.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    install(lab)
     lab.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s")
     kubeconfig = lab.service_account_kubeconfig(
         "edgetenant-system", "edgetenant-operator", out / "operator.kubeconfig"

@@ -136,9 +136,7 @@ def main() -> int:
     )
     work = REPO / "out" / "bench-operator"
     work.mkdir(parents=True, exist_ok=True)
-    lab.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-k", str(REPO / "manifests" / "overlays" / "dev")
-    )
+    install(lab)
     lab.apply(nodes(args.nodes))
     capacity = {
         "status": {"capacity": {"cpu": "8", "memory": "16Gi", "pods": "110", "example.com/bench-gpu": "8"}}
