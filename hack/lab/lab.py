@@ -86,6 +86,10 @@ class LabState:
     bin_dir: str = ""
     pids: dict[str, int] = field(default_factory=dict)
     token: str = ""
+    starts: dict[str, int] = field(default_factory=dict)
+
+    def running(self, name: str) -> bool:
+        return name in self.pids and alive(self.pids[name], self.starts.get(name))
 
     @property
     def kubeconfig(self) -> Path:
@@ -108,7 +112,13 @@ class LabState:
         return f"http://{LOOPBACK}:{self.ports.modelstore}"
 
     def save(self) -> None:
-        data = {"ports": asdict(self.ports), "bin_dir": self.bin_dir, "pids": self.pids, "token": self.token}
+        data = {
+            "ports": asdict(self.ports),
+            "bin_dir": self.bin_dir,
+            "pids": self.pids,
+            "starts": self.starts,
+            "token": self.token,
+        }
         (self.dir / "state.json").write_text(json.dumps(data, indent=2))
 
     @classmethod
@@ -117,7 +127,14 @@ class LabState:
         if not path.exists():
             return None
         data = json.loads(path.read_text())
-        return cls(lab_dir, Ports(**data["ports"]), data["bin_dir"], data["pids"], data["token"])
+        return cls(
+            lab_dir,
+            Ports(**data["ports"]),
+            data["bin_dir"],
+            data["pids"],
+            data["token"],
+            data.get("starts", {}),
+        )
 
 
 def lab_dir() -> Path:
@@ -133,18 +150,20 @@ def bin_dir() -> Path:
     return Path(out.strip().splitlines()[-1])
 
 
-def alive(pid: int) -> bool:
+def process_start(pid: int) -> int | None:
+    """The kernel's start time of a process (clock ticks since boot): with the PID, its identity."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited child not yet reaped) is not alive for our purposes.
-    with suppress(OSError):
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else int(fields[19])  # a zombie is not alive
+
+
+def alive(pid: int, started: int | None = None) -> bool:
+    """Whether `pid` runs — and, given its recorded start time, is still the process we started
+    (after a reboot or a long time a PID can belong to someone else; that one is never signalled)."""
+    now = process_start(pid)
+    return now is not None and (started is None or now == started)
 
 
 @contextmanager
@@ -260,6 +279,7 @@ def start(state: LabState, name: str, cmd: list[str], env: dict[str, str] | None
         cwd=state.dir,
     )
     state.pids[name] = proc.pid
+    state.starts[name] = process_start(proc.pid) or 0
     state.save()
     return proc.pid
 
@@ -497,7 +517,7 @@ def nodes_ready(state: LabState, names: list[str]) -> bool:
 def up(topology: Path, with_local_node: bool = True) -> LabState:
     d = lab_dir()
     existing = LabState.load(d)
-    if existing and existing.pids and all(alive(pid) for name, pid in existing.pids.items() if name in CORE):
+    if existing and existing.pids and all(existing.running(name) for name in existing.pids if name in CORE):
         console.print(f"[green]✓[/] the lab is already up ({d})")
         return existing
     if existing:
@@ -609,14 +629,14 @@ def down(remove_state: bool = True) -> None:
         return
     # Reverse start order: the local node first (it stops its Triton processes), etcd last.
     for name, pid in reversed(list(state.pids.items())):
-        if not alive(pid):
+        if not state.running(name):
             continue
         with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while alive(pid) and time.monotonic() < deadline:
+        while state.running(name) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if alive(pid):
+        if state.running(name):
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         console.print(f"[green]✓[/] stopped {name} (pid {pid})")
@@ -632,7 +652,7 @@ def status() -> int:
         return 1
     ok = True
     for name, pid in state.pids.items():
-        running = alive(pid)
+        running = state.running(name)
         ok &= running or name not in CORE
         mark = "[green]running[/]" if running else "[red]stopped[/]"
         console.print(f"  {name:<24} pid {pid:<8} {mark}  log: {state.logs / (name + '.log')}")
@@ -698,6 +718,7 @@ def main(argv: list[str] | None = None) -> int:
                 create_nodes(state, topology_nodes(args.topology))
             else:
                 state.pids[args.name] = args.pid
+                state.starts[args.name] = process_start(args.pid) or 0
                 state.save()
             return 0
         return env(args.json)
