@@ -173,3 +173,23 @@ def test_unavailable_metrics_hold_and_say_why() -> None:
     assert not decision.metrics_available
     assert "did not answer" in decision.reason
     assert tritons.loads == []
+
+
+def test_tune_command_line_parses_the_documented_options() -> None:
+    from edgetenant.tuning.cli import build_parser  # noqa: PLC0415
+
+    args = build_parser().parse_args(
+        [
+            "--triton", "http://127.0.0.1:8000", "--triton", "http://127.0.0.1:8001",
+            "--prometheus", "http://127.0.0.1:9090", "--model", "resnet18",
+            "--interval", "5", "--min", "1", "--max", "4", "--slo-p95-ms", "200",
+            "--max-intervals", "10", "--label", "namespace=shop",
+        ]
+    )  # fmt: skip
+    assert args.triton == ["http://127.0.0.1:8000", "http://127.0.0.1:8001"]
+    assert args.max == 4
+    assert args.slo_p95_ms == 200.0
+    assert args.max_intervals == 10
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--model", "m", "--prometheus", "p", "--triton", "t", "--duration", "5",
+                                   "--max-intervals", "3"])  # fmt: skip
