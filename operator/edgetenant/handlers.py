@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import copy
 import logging
 import os
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -30,7 +29,42 @@ MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
 
 
 def _plain(body: Any) -> dict[str, Any]:
-    return copy.deepcopy(dict(body))
+    # Each watch event carries a freshly decoded object that kopf never mutates; a shallow copy is
+    # enough (the reconciler replaces, never edits, what it caches).
+    return dict(body)
+
+
+class _NoChangeTracking(kopf.DiffBaseStorage):
+    """kopf's change tracking, switched off: with only watch-event handlers nothing reads it, and
+    building it deep-copies every object on every event (most of the operator's CPU at scale)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
+class _NoProgress(kopf.ProgressStorage):
+    """No handler progress to persist either (no change handlers): nothing is ever written."""
+
+    def fetch(self, *, key: Any, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, key: Any, record: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        return None
+
+    def purge(self, *, key: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        return None
+
+    def touch(self, *, body: kopf.Body, patch: kopf.Patch, value: str | None) -> None:
+        return None
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        return essence
 
 
 def _reconciler(memo: kopf.Memo) -> Reconciler:
@@ -54,6 +88,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.peering.name = config.peering
     settings.peering.mandatory = False  # runs without the peering CRD; HA needs it installed
     settings.persistence.finalizer = "edgetenant.io/operator"  # never added: no deletion handlers
+    settings.persistence.diffbase_storage = _NoChangeTracking()
+    settings.persistence.progress_storage = _NoProgress()
     # Every API and Triton call runs in a worker thread; the default pool (cores + 4) would make
     # hundreds of tenants queue behind a handful of threads.
     asyncio.get_running_loop().set_default_executor(

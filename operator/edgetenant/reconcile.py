@@ -266,7 +266,7 @@ class Reconciler:
         except pydantic.ValidationError as error:
             # The schema should have refused it; say so instead of crashing the pass.
             raise PermanentError(f"{key} does not parse: {error.errors()[:2]}") from error
-        status = copy.deepcopy(body.get("status") or {})
+        status = body.get("status") or {}
         memory = self.memory.setdefault(key, TenantMemory())
         problem = self.spec_problem(tenant)
         instances = self.instance_count(tenant, status)
