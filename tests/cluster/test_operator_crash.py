@@ -49,7 +49,12 @@ def add_capacity(lab: Lab, klass: str, nodes: int) -> None:
     """Simulated nodes and a class of their own, so the burst fits whatever else the lab holds."""
     for i in range(nodes):
         name = f"{klass}-{i}"
-        labels = {"kubernetes.io/arch": "arm64", "kubernetes.io/os": "linux", "edgetenant.io/test": klass}
+        labels = {
+            "kubernetes.io/arch": "arm64",
+            "kubernetes.io/os": "linux",
+            "edgetenant.io/test": klass,
+            "edgetenant.io/lab-simulated": "true",
+        }
         lab.apply(
             {
                 "apiVersion": "v1",
