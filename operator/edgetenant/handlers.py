@@ -161,12 +161,9 @@ def pod_event(
     type: str, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
     reconciler = _reconciler(memo)
-    if type == "DELETED":
-        reconciler.cache.pods.pop(f"{namespace}/{name}", None)
-    else:
-        reconciler.cache.pods[f"{namespace}/{name}"] = _plain(body)
-    tenant = body.get("metadata", {}).get("labels", {}).get(TENANT_LABEL)
-    reconciler.trigger(f"{namespace}/{tenant}" if tenant else None)
+    key = reconciler.cache.put_pod(_plain(body), deleted=type == "DELETED")
+    if key is not None:
+        reconciler.trigger(key)
 
 
 def _child_event(type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo) -> None:

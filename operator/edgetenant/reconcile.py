@@ -54,16 +54,25 @@ class ClusterCache:
     classes: dict[str, dict[str, Any]] = field(default_factory=dict)
     tenants: dict[str, dict[str, Any]] = field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
-    pods: dict[str, dict[str, Any]] = field(default_factory=dict)  # by namespace/name
+    pods: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # tenant key -> pod name -> pod
 
     def pods_of(self, key: str) -> list[dict[str, Any]]:
-        namespace, name = key.split("/", 1)
-        return [
-            pod
-            for pod in self.pods.values()
-            if pod["metadata"].get("namespace") == namespace
-            and pod["metadata"].get("labels", {}).get(TENANT_LABEL) == name
-        ]
+        return list(self.pods.get(key, {}).values())
+
+    def put_pod(self, pod: dict[str, Any], deleted: bool) -> str | None:
+        """Record a pod event; returns the key of the tenant it serves (None if it serves none)."""
+        meta = pod["metadata"]
+        tenant = meta.get("labels", {}).get(TENANT_LABEL)
+        if tenant is None:
+            return None
+        key = f"{meta.get('namespace')}/{tenant}"
+        if deleted:
+            self.pods.get(key, {}).pop(meta["name"], None)
+            if not self.pods.get(key):
+                self.pods.pop(key, None)
+        else:
+            self.pods.setdefault(key, {})[meta["name"]] = pod
+        return key
 
     def serving_ips(self, key: str) -> list[str]:
         """IPs of the tenant's ready pods: every one of them gets every concurrency change.
@@ -277,8 +286,9 @@ class Reconciler:
             objects = render_all(tenant, klass, placement.node, instances, self.render_settings)
             fingerprint = _fingerprint(objects)
             if fingerprint != memory.applied:
-                for obj in objects:
-                    await self.kube.apply(obj)
+                config_map, *rest = objects
+                await self.kube.apply(config_map)  # before the pods that mount it
+                await asyncio.gather(*(self.kube.apply(obj) for obj in rest))
                 memory.applied = fingerprint
         pods = await self.observe_pods(key, tenant)
         obs = Observation(
