@@ -21,6 +21,7 @@ class Settings:
     fetcher_image: str = "ghcr.io/edgetenant/model-fetcher:0.1.0"
     prometheus_url: str = "http://prometheus.monitoring.svc:9090"
     tune_interval_s: float = 15.0
+    scrape_interval_s: float = 2.0  # Prometheus' scrape interval for Triton pods
     metrics_port: int = 8080  # the operator's own /metrics
     metrics_address: str = "127.0.0.1"  # the in-cluster Deployment sets 0.0.0.0 (its own pod network)
     watch_timeout_s: int = 300  # server-side watch timeout, so silent watch breaks heal

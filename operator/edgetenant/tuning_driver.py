@@ -120,7 +120,8 @@ class TuningDriver:
 
     def state_for(self, key: str, tenant: InferenceTenant, status: dict[str, Any]) -> TunerState:
         concurrency = status.get("concurrency") or {}
-        config = config_for_tenant(tenant, ceiling=concurrency.get("ceiling"))
+        # Two readings per judgement: edge devices shared by several tenants are noisy.
+        config = config_for_tenant(tenant, ceiling=concurrency.get("ceiling"), probe_readings=2)
         known = self.states.get(key)
         if known is not None:
             return known.model_copy(update={"config": config})
@@ -163,7 +164,8 @@ class TuningDriver:
             render_config=render_from_spec(spec),
             labels={"namespace": namespace},
             label_regexes={"pod": f"{name}-[a-z0-9]+-[a-z0-9]+"},
-            window_s=max(10.0, 2 * self.settings.tune_interval_s),
+            # One interval's worth of samples (less a scrape), so each change is judged on the next tick.
+            window_s=max(6.0, self.settings.tune_interval_s - self.settings.scrape_interval_s),
         )
         decision = await tune_tick(state, target)
         self.states[key] = decision.state
