@@ -223,7 +223,9 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
     status["selector"] = obs.selector
     concurrency = dict(old.get("concurrency") or {})
     concurrency.setdefault("target", obs.instance_count)
-    concurrency.setdefault("current", obs.instance_count if on_target else 0)
+    if not old.get("lastDecision"):
+        # Until the tuning loop reports, what runs is what was rendered (once a pod serves it).
+        concurrency["current"] = obs.instance_count if on_target else 0
     status["concurrency"] = concurrency
     return status
 
