@@ -149,7 +149,20 @@ def test_tuning_conditions_are_carried_over() -> None:
             }
         ],
         "concurrency": {"current": 4, "target": 4, "ceiling": 7},
+        "lastDecision": {
+            "at": "2026-11-30T11:59:00Z",
+            "action": "Hold",
+            "reason": "at the knee",
+            "signals": {},
+        },
     }
     status = desired_status(old, observe(placement(), (pod("jetson-tx2-1", ready=True),)), NOW)
     assert conditions(status)["MetricsAvailable"] == ("False", "MetricsUnavailable")
     assert status["concurrency"] == {"current": 4, "target": 4, "ceiling": 7}
+
+
+def test_current_concurrency_is_what_was_rendered_until_the_tuner_reports() -> None:
+    loading = desired_status({}, observe(placement(), (pod("jetson-tx2-1", ready=False),)), NOW)
+    assert loading["concurrency"]["current"] == 0, "nothing serves yet"
+    serving = desired_status(loading, observe(placement(), (pod("jetson-tx2-1", ready=True),)), NOW)
+    assert serving["concurrency"] == {"current": 1, "target": 1}
