@@ -272,7 +272,7 @@ def run_demo(args: argparse.Namespace) -> int:
         asyncio.run(load_phase(run, f"{LOST_NODE} is gone, mobilenet-v2 load doubled", args.phase_s, live))
         live.update(run.table("final"))
 
-    console.print("Step 5/5: summary")
+    console.print("\nStep 5/5: summary")
     final = run.tenants()
     events = lab.kubectl(
         "get",
