@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "operator"))
 
 from edgetenant.profiling.loadgen import run_load  # noqa: E402
-from tests.lab import Lab, OperatorProcess, install, lab_env, wait_for  # noqa: E402
+from tests.lab import Lab, OperatorProcess, install, wait_for  # noqa: E402
 
 NAMESPACE = "edge-demo"
 LOCAL = ("mobilenet-v2-local", "resnet18-local")
@@ -198,14 +198,8 @@ def run_demo(args: argparse.Namespace) -> int:
         "Step 1/5: the local edge lab (the first run builds Kubernetes from source: 15-20 min on 2 cores)"
     )
     subprocess.run([sys.executable, str(REPO / "hack" / "lab" / "lab.py"), "up"], check=True)
-    env = lab_env()
-    assert env is not None
-    lab = Lab(
-        Path(env["KUBECONFIG"]),
-        Path(env["EDGETENANT_LAB_BIN"]),
-        env["EDGETENANT_PROMETHEUS_URL"],
-        Path(env["EDGETENANT_LAB_DIR"]),
-    )
+    lab = Lab.from_env()
+    assert lab is not None, "the lab did not come up"
     restore_topology(lab)
     console.print(
         "Step 2/5: CRDs, AcceleratorClasses and the operator's RBAC (kubectl apply -k manifests/overlays/dev)"

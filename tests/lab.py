@@ -42,6 +42,30 @@ class Lab:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
 
+    @classmethod
+    def from_env(cls) -> Lab | None:
+        """The running lab, from `hack/lab/lab env` (None when it is down)."""
+        env = lab_env()
+        if env is None:
+            return None
+        return cls(
+            kubeconfig=Path(env["KUBECONFIG"]),
+            bin_dir=Path(env["EDGETENANT_LAB_BIN"]),
+            prometheus_url=env["EDGETENANT_PROMETHEUS_URL"],
+            dir=Path(env["EDGETENANT_LAB_DIR"]),
+        )
+
+    def add_node(self, name: str, labels: dict[str, str], capacity: dict[str, str]) -> None:
+        """A simulated node (KWOK keeps it Ready) with this capacity, set like a kubelet would."""
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"}, "labels": labels},
+        }
+        self.apply(node)
+        status = {"status": {"capacity": capacity, "allocatable": capacity}}
+        self.kubectl("patch", "node", name, "--subresource=status", "--type=merge", "-p", json.dumps(status))
+
     def get_json(self, *args: str) -> Any:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
@@ -84,14 +108,8 @@ def lab_session() -> Iterator[Lab]:
     if not lab_processes_alive():
         subprocess.run([sys.executable, str(LAB), "up"], check=True)
         started_here = True
-    env = lab_env()
-    assert env is not None, "the lab did not report its environment"
-    lab = Lab(
-        kubeconfig=Path(env["KUBECONFIG"]),
-        bin_dir=Path(env["EDGETENANT_LAB_BIN"]),
-        prometheus_url=env["EDGETENANT_PROMETHEUS_URL"],
-        dir=Path(env["EDGETENANT_LAB_DIR"]),
-    )
+    lab = Lab.from_env()
+    assert lab is not None, "the lab did not report its environment"
     # The project's CRDs, classes, and the operator's ServiceAccount/RBAC (dev overlay).
     lab.kubectl(
         "apply", "--server-side", "--force-conflicts", "-k", str(REPO / "manifests" / "overlays" / "dev")

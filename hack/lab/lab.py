@@ -473,19 +473,16 @@ def topology_others(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc and doc.get("kind") != "Node"]
 
 
+def apply_object(state: LabState, obj: dict[str, Any]) -> None:
+    kubectl(
+        state, "apply", "--server-side", "--field-manager=edge-lab", "-f", "-", input_text=json.dumps(obj)
+    )
+
+
 def create_nodes(state: LabState, nodes: list[dict[str, Any]]) -> None:
     for node in nodes:
         status = node.get("status", {})
-        body = {k: v for k, v in node.items() if k != "status"}
-        kubectl(
-            state,
-            "apply",
-            "--server-side",
-            "--field-manager=edge-lab",
-            "-f",
-            "-",
-            input_text=json.dumps(body),
-        )
+        apply_object(state, {k: v for k, v in node.items() if k != "status"})
         # Capacity lives in the status subresource; set it like a kubelet would.
         patch = {
             "status": {"capacity": status.get("capacity", {}), "allocatable": status.get("allocatable", {})}
@@ -560,15 +557,7 @@ def up(topology: Path, with_local_node: bool = True) -> LabState:
             nodes = topology_nodes(topology)
             create_nodes(state, nodes)
             for other in topology_others(topology):
-                kubectl(
-                    state,
-                    "apply",
-                    "--server-side",
-                    "--field-manager=edge-lab",
-                    "-f",
-                    "-",
-                    input_text=json.dumps(other),
-                )
+                apply_object(state, other)
             names = [n["metadata"]["name"] for n in nodes]
             wait_until("all nodes Ready", lambda: nodes_ready(state, names), 60, state.pids["kwok"])
         with step("Prometheus (pods discovered through the API server)"):

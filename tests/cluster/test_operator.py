@@ -201,23 +201,8 @@ def test_deleting_a_node_moves_its_tenants(lab: Lab, operator: OperatorProcess, 
     site = f"site-{uuid.uuid4().hex[:4]}"
     names = [f"{site}-a", f"{site}-b"]
     for name in names:
-        node = {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": name,
-                "annotations": {"kwok.x-k8s.io/node": "fake"},
-                "labels": {
-                    "kubernetes.io/arch": "amd64",
-                    "kubernetes.io/os": "linux",
-                    "edgetenant.io/site": site,
-                },
-            },
-        }
-        lab.apply(node)
-        status = {"status": {"capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"}}}
-        status["status"]["allocatable"] = status["status"]["capacity"]
-        lab.kubectl("patch", "node", name, "--subresource=status", "--type=merge", "-p", json.dumps(status))
+        labels = {"kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux", "edgetenant.io/site": site}
+        lab.add_node(name, labels, {"cpu": "4", "memory": "8Gi", "pods": "110"})
     try:
         lab.apply(
             tenant(

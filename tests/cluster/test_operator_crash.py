@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 from pathlib import Path
 
@@ -55,16 +54,9 @@ def add_capacity(lab: Lab, klass: str, nodes: int) -> None:
             "edgetenant.io/test": klass,
             "edgetenant.io/lab-simulated": "true",
         }
-        lab.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"}, "labels": labels},
-            }
+        lab.add_node(
+            name, labels, {"cpu": "8", "memory": "16Gi", "pods": "110", "example.com/crash-gpu": "16"}
         )
-        capacity = {"cpu": "8", "memory": "16Gi", "pods": "110", "example.com/crash-gpu": "16"}
-        patch = {"status": {"capacity": capacity, "allocatable": capacity}}
-        lab.kubectl("patch", "node", name, "--subresource=status", "--type=merge", "-p", json.dumps(patch))
     lab.apply(
         {
             "apiVersion": "edgetenant.io/v1alpha1",

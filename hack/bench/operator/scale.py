@@ -13,7 +13,6 @@ them afterwards. Results are printed as a markdown table (paste into BENCHMARKS.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -24,29 +23,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
 
-from tests.lab import Lab, OperatorProcess, install, lab_env, wait_for  # noqa: E402
+from tests.lab import Lab, OperatorProcess, install, wait_for  # noqa: E402
 
 NAMESPACE = "bench-scale"
 METRICS_PORT = 18089
-
-
-def nodes(count: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": f"bench-node-{i:03d}",
-                "annotations": {"kwok.x-k8s.io/node": "fake"},
-                "labels": {
-                    "kubernetes.io/arch": "arm64",
-                    "kubernetes.io/os": "linux",
-                    "edgetenant.io/bench": "true",
-                },
-            },
-        }
-        for i in range(count)
-    ]
 
 
 def bench_class() -> dict[str, Any]:
@@ -124,34 +104,17 @@ def main() -> int:
     parser.add_argument("--tenants", type=int, default=500)
     parser.add_argument("--nodes", type=int, default=100)
     args = parser.parse_args()
-    env = lab_env()
-    if env is None:
+    lab = Lab.from_env()
+    if lab is None:
         print("the lab is down: run hack/lab/lab up", file=sys.stderr)
         return 1
-    lab = Lab(
-        Path(env["KUBECONFIG"]),
-        Path(env["EDGETENANT_LAB_BIN"]),
-        env["EDGETENANT_PROMETHEUS_URL"],
-        Path(env["EDGETENANT_LAB_DIR"]),
-    )
     work = REPO / "out" / "bench-operator"
     work.mkdir(parents=True, exist_ok=True)
     install(lab)
-    lab.apply(nodes(args.nodes))
-    capacity = {
-        "status": {"capacity": {"cpu": "8", "memory": "16Gi", "pods": "110", "example.com/bench-gpu": "8"}}
-    }
-    capacity["status"]["allocatable"] = capacity["status"]["capacity"]
-    for node in nodes(args.nodes):
-        lab.kubectl(
-            "patch",
-            "node",
-            node["metadata"]["name"],
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            json.dumps(capacity),
-        )
+    labels = {"kubernetes.io/arch": "arm64", "kubernetes.io/os": "linux", "edgetenant.io/bench": "true"}
+    for i in range(args.nodes):
+        capacity = {"cpu": "8", "memory": "16Gi", "pods": "110", "example.com/bench-gpu": "8"}
+        lab.add_node(f"bench-node-{i:03d}", labels, capacity)
     lab.apply(bench_class())
     wait_for(
         "a previous run's namespace to go",
