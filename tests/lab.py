@@ -110,11 +110,9 @@ def lab_session() -> Iterator[Lab]:
         started_here = True
     lab = Lab.from_env()
     assert lab is not None, "the lab did not report its environment"
-    # The project's CRDs, classes, and the operator's ServiceAccount/RBAC (dev overlay).
-    lab.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-k", str(REPO / "manifests" / "overlays" / "dev")
-    )
-    lab.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    # A lab that was already up may have lost topology nodes (the demo deletes one): restore them.
+    subprocess.run([sys.executable, str(LAB), "nodes"], check=True)
+    install(lab)
     try:
         yield lab
     finally:
