@@ -31,7 +31,7 @@ fmt: venv ## Format and auto-fix
 crds: venv ## Regenerate crds/ from the pydantic models
 	$(PY) -m edgetenant.api.crdgen crds
 
-lab-build: ## Build the lab's Kubernetes binaries into the cache (cold: 15-30 min)
+lab-build: ## Build the lab's Kubernetes binaries into the cache (cold: about 25 min)
 	hack/lab/build.sh
 
 dataplane-env: ## Prepare the data-plane virtualenv (tritonserver, ONNX Runtime, numpy<2)

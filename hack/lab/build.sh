@@ -33,7 +33,7 @@ say() { printf '\033[1m[lab build]\033[0m %s\n' "$*" >&2; }
 mkdir -p "$BIN.partial"
 start=$(date +%s)
 say "building ${missing[*]} into $BIN"
-say "a cold build takes 15-30 minutes on 2 cores (later runs are instant)"
+say "a cold build takes about 25 minutes on 2 cores (later runs are instant)"
 
 minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
 pkg=k8s.io/kubernetes

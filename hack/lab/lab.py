@@ -521,7 +521,7 @@ def up(topology: Path, with_local_node: bool = True) -> LabState:
         console.print("[yellow]![/] a previous lab is partly running; taking it down first")
         down()
     started = time.monotonic()
-    with step("Kubernetes binaries ready (a cold build takes 15-30 min; later runs are instant)"):
+    with step("Kubernetes binaries ready (a cold build takes about 25 min; later runs are instant)"):
         bins = bin_dir()
     d.mkdir(parents=True, exist_ok=True)
     state = LabState(d, Ports.from_env(), str(bins), {}, secrets.token_hex(16))
