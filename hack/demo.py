@@ -195,7 +195,8 @@ def run_demo(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     console.rule("[bold]edgetenant demo")
     console.print(
-        "Step 1/5: the local edge lab (the first run builds Kubernetes and Prometheus from source: about 25 min on 2 cores)"
+        "Step 1/5: the local edge lab "
+        "(the first run builds Kubernetes and Prometheus from source: about 25 min on 2 cores)"
     )
     subprocess.run([sys.executable, str(REPO / "hack" / "lab" / "lab.py"), "up"], check=True)
     lab = Lab.from_env()
