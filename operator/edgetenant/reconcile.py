@@ -18,9 +18,9 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pydantic
@@ -422,14 +422,3 @@ def _older(candidate: dict[str, Any], known: dict[str, Any]) -> bool:
         return int(candidate["metadata"]["resourceVersion"]) < int(known["metadata"]["resourceVersion"])
     except (KeyError, TypeError, ValueError):
         return False
-
-
-def tenants_on(cache: ClusterCache, node: str) -> Iterable[str]:
-    for key, body in cache.tenants.items():
-        target = (body.get("status") or {}).get("targetPlacement") or {}
-        if target.get("node") == node:
-            yield key
-
-
-def stale_after(seconds: float) -> timedelta:
-    return timedelta(seconds=seconds)

@@ -21,7 +21,6 @@ from urllib3.exceptions import HTTPError
 from edgetenant.api.models import GROUP, VERSION
 from edgetenant.errors import PermanentError, TransientError
 from edgetenant.metrics import API_REQUESTS
-from edgetenant.render.kube import TENANT_LABEL
 
 FIELD_MANAGER: Final = "edgetenant"
 log = logging.getLogger(__name__)
@@ -55,10 +54,8 @@ class Kube:
         self.custom = client.CustomObjectsApi(self.api_client)
         self.discovery = client.DiscoveryV1Api(self.api_client)
         self._dynamic: DynamicClient | None = None
-        self.requests = 0  # API requests made, for the reconcile benchmark
 
     async def _call(self, what: str, fn: Callable[[], T]) -> T:
-        self.requests += 1
         API_REQUESTS.inc()
         try:
             return await asyncio.to_thread(fn)
@@ -99,18 +96,6 @@ class Kube:
             ),
         )
         return dict(updated)
-
-    async def tenant_pods(self, namespace: str, tenant: str) -> list[dict[str, Any]]:
-        result = await self._call(
-            f"list pods of {namespace}/{tenant}",
-            lambda: self.core.list_namespaced_pod(namespace, label_selector=f"{TENANT_LABEL}={tenant}"),
-        )
-        pods: list[dict[str, Any]] = self.api_client.sanitize_for_serialization(result.items)  # type: ignore[no-untyped-call]
-        return pods
-
-    async def upsert_model_profile(self, namespace: str, body: dict[str, Any]) -> None:
-        """Create or update a ModelProfile (the tuning loop's learned points)."""
-        await self.apply(body)
 
     async def post_event(
         self,
