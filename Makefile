@@ -5,10 +5,10 @@ PY := .venv/bin/python
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PYTEST := $(PY) -m pytest
 
-.PHONY: help venv lint fmt crds lab-build dataplane-env test test-unit test-cluster test-dataplane test-e2e demo bench clean
+.PHONY: help venv lint fmt crds lab-build dataplane-env test test-unit test-cluster test-dataplane test-e2e demo clean
 
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 $(UV):
 	python3 -m pip install --quiet --user 'uv==0.13.9' || python3 -m pip install --quiet 'uv==0.13.9'
