@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 PY := .venv/bin/python
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv through its Python module: found wherever pip put it (site-packages or the user site).
+UV := python3 -m uv
 PYTEST := $(PY) -m pytest
 
 .PHONY: help venv lint fmt crds lab-build dataplane-env test test-unit test-cluster test-dataplane test-e2e demo clean
@@ -10,10 +11,9 @@ PYTEST := $(PY) -m pytest
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-$(UV):
-	python3 -m pip install --quiet --user 'uv==0.13.9' || python3 -m pip install --quiet 'uv==0.13.9'
-
-.venv/.synced: pyproject.toml uv.lock | $(UV)
+.venv/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet 'uv==0.13.9' \
+		|| python3 -m pip install --quiet --user 'uv==0.13.9'
 	$(UV) sync --frozen --quiet
 	@touch $@
 
