@@ -199,8 +199,30 @@ def _wait_until(process: LocalProcess, url: str, timeout: float) -> None:
     )
 
 
+class _Server:
+    """A started server: one LocalProcess, stopped by PID; usable as a context manager."""
+
+    __slots__ = ()
+    process: LocalProcess
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        return self.process.stop(timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
 @dataclass(slots=True)
-class TritonProcess:
+class TritonProcess(_Server):
     """A local tritonserver: KServe v2 on ``url`` (HTTP) and ``grpc_url``, metrics on ``metrics_url``."""
 
     process: LocalProcess
@@ -209,10 +231,6 @@ class TritonProcess:
     grpc_port: int
     metrics_port: int
     model_repository: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
 
     @property
     def url(self) -> str:
@@ -235,17 +253,6 @@ class TritonProcess:
     def metrics_target(self) -> str:
         """host:port, as a Prometheus static target."""
         return f"{self.address}:{self.metrics_port}"
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        return self.process.stop(timeout)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def triton_args(
@@ -335,7 +342,7 @@ def start_triton(
 
 
 @dataclass(slots=True)
-class PrometheusProcess:
+class PrometheusProcess(_Server):
     """A local Prometheus: HTTP API on ``url``."""
 
     process: LocalProcess
@@ -344,23 +351,8 @@ class PrometheusProcess:
     data_dir: Path
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
     def url(self) -> str:
         return f"http://{self.address}:{self.port}"
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        return self.process.stop(timeout)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def render_static_scrape_config(
