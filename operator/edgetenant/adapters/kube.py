@@ -15,6 +15,7 @@ from typing import Any, Final, TypeVar
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.discovery import LazyDiscoverer
 from kubernetes.dynamic.exceptions import DynamicApiError
 from urllib3.exceptions import HTTPError
 
@@ -45,6 +46,24 @@ def _translate(error: Exception, what: str) -> Exception:
     return TransientError(f"{what}: {error}")
 
 
+class _InMemoryDiscoverer(LazyDiscoverer):
+    """API discovery kept in memory, never in a file.
+
+    The client's default cache file sits under tempfile.gettempdir(), which raises when no directory is
+    writable, as in the operator's image (read-only root file system); a restarted operator re-discovers
+    anyway, in a few requests.
+    """
+
+    # Never opened: it does not exist, so nothing is read, and writing is a no-op.
+    UNUSED_CACHE_FILE: Final = "/nonexistent/edgetenant-discovery-cache.json"
+
+    def __init__(self, client: Any, cache_file: str | None = None) -> None:
+        super().__init__(client, self.UNUSED_CACHE_FILE)  # type: ignore[no-untyped-call]
+
+    def _write_cache(self) -> None:
+        return
+
+
 class Kube:
     """The few API calls the operator makes, each in a thread, each with translated errors."""
 
@@ -65,7 +84,9 @@ class Kube:
     @property
     def dynamic(self) -> DynamicClient:
         if self._dynamic is None:
-            self._dynamic = DynamicClient(self.api_client)  # type: ignore[no-untyped-call]
+            self._dynamic = DynamicClient(  # type: ignore[no-untyped-call]
+                self.api_client, discoverer=_InMemoryDiscoverer
+            )
         return self._dynamic
 
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
