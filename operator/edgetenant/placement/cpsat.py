@@ -24,6 +24,7 @@ ties afterwards instead.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
@@ -32,17 +33,24 @@ from edgetenant.placement.problem import Assignment, Choice, Problem
 
 FRACTION_SCALE = 10_000  # S
 UTILISATION_SCALE = 10_000  # M
-LIGHT_PRESOLVE_OPTIONS = 2_000
+NO_PRESOLVE_OPTIONS = 200
 WEIGHT_SCALE = 100_000  # the largest priority x demand maps to this integer
 
 
 @dataclass(frozen=True, slots=True)
 class CpSatResult:
-    assignment: dict[str, Choice]
+    assignment: dict[str, Choice]  # the searched tenants only
     optimal: bool
-    bound: float | None  # upper bound in reference units (scaled model; see module docstring)
+    bound: float | None  # upper bound in reference units on the searched tenants' part of the objective
     status: str
     wall_s: float
+    options: int = 0
+    deterministic_s: float = 0.0  # CP-SAT's deterministic time used
+    stopped_by_wall: bool = False  # the wall-clock limit, not the deterministic one, ended the search
+
+    @property
+    def found(self) -> bool:
+        return self.status in ("OPTIMAL", "FEASIBLE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,24 +66,30 @@ def solve_cpsat(
     problem: Problem,
     *,
     time_limit_s: float,
+    deterministic_limit_s: float | None = None,
     hint: Assignment | None = None,
-    candidates: dict[int, set[int]] | None = None,
+    tenants: Collection[int] | None = None,
     num_workers: int = 1,
     seed: int = 0,
-) -> CpSatResult | None:
-    """Best assignment CP-SAT finds, or None when it finds none in time.
+) -> CpSatResult:
+    """Best assignment CP-SAT finds for `tenants` (indices; default all); `found` is false when
+    it found none within its limits.
 
-    `candidates` (tenant index -> device indices) restricts the model for large instances.
+    The others keep their places, so `tenants` must not share a device with them (a union of
+    components: solver.components). The search stops at `deterministic_limit_s` of CP-SAT's
+    deterministic time (the same on every machine) or at `time_limit_s` of wall time, whichever
+    comes first: the wall limit is only a safety net.
     """
-    groups = _interchangeable(problem) if candidates is None else {}
+    searched = range(len(problem.tenants)) if tenants is None else sorted(tenants)
+    groups = _interchangeable(problem)
     seen_in_group: dict[int, int] = {}  # group -> tenants that could use it so far
     options: list[_Option] = []
-    for t, tc in enumerate(problem.tenants):
-        allowed = candidates.get(t) if candidates is not None else None
+    for t in searched:
+        tc = problem.tenants[t]
         rank_in: dict[int, int] = {}
         for cc in tc.classes:
             for d in cc.devices:
-                if (tc.pinned and d != tc.current) or (allowed is not None and d not in allowed):
+                if tc.pinned and d != tc.current:
                     continue
                 if d in groups:
                     # Symmetry breaking over interchangeable devices: the k-th tenant that could
@@ -90,13 +104,18 @@ def solve_cpsat(
                 for level in cc.levels:
                     u = tc.tenant.demand / level.throughput
                     options.append(_Option(t, d, level.concurrency, u, level.memory_mib))
-    if hint is not None and groups:
-        hint = _relabel(problem, hint, groups)
+    keys = {problem.tenants[t].tenant.key for t in searched}
+    if hint is not None:
+        hint = {key: choice for key, choice in hint.items() if key in keys}
+        if groups:
+            hint = _relabel(problem, hint, groups)
     if not options:
-        return CpSatResult({}, True, _constant(problem), "OPTIMAL", 0.0)
+        return CpSatResult({}, True, _constant(problem, searched), "OPTIMAL", 0.0)
 
     pd = [tc.tenant.priority * tc.tenant.demand for tc in problem.tenants]
-    scale = _weight_scale(max(pd))
+    # The largest weight, or the move cost if larger, maps to WEIGHT_SCALE: no coefficient can
+    # overflow, whatever the demands and move cost.
+    scale = _weight_scale(max(*(pd[t] for t in searched), problem.move_cost))
     weight = [round(v * scale) for v in pd]
     move_bonus = round(problem.move_cost * scale * FRACTION_SCALE)
 
@@ -155,9 +174,10 @@ def solve_cpsat(
         fixed = [x[i] for i in by_tenant[t] if options[i].device not in fraction]
         model.add(sum(parts) + FRACTION_SCALE * sum(fixed) <= FRACTION_SCALE)
 
-    for t, tc in enumerate(problem.tenants):
-        if tc.current is not None:
-            for i in by_pair.get((t, tc.current), []):
+    for t in searched:
+        current = problem.tenants[t].current
+        if current is not None:
+            for i in by_pair.get((t, current), []):
                 main.append(move_bonus * x[i])
 
     model.maximize(sum(main))
@@ -175,31 +195,48 @@ def solve_cpsat(
 
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = max(time_limit_s, 0.001)
+    if deterministic_limit_s is not None:
+        solver.parameters.max_deterministic_time = max(deterministic_limit_s, 0.0)
     solver.parameters.num_workers = num_workers
     solver.parameters.random_seed = seed
     # Full linearisation (big-M rows of the enforced constraints in the LP): measured 3-30x
     # faster to prove optimality on the benchmark's small instances.
     solver.parameters.linearization_level = 2
-    if len(options) > LIGHT_PRESOLVE_OPTIONS:
-        # On larger models presolve's probing and symmetry passes took seconds before the hint
-        # was even tried; without them CP-SAT starts from the hint and proves a bound early.
-        solver.parameters.cp_model_probing_level = 0
-        solver.parameters.symmetry_level = 0
+    if len(options) <= NO_PRESOLVE_OPTIONS:
+        # On small programs presolve costs more than the search: without it CP-SAT proved the
+        # same optima (quality benchmark, 50 x 20's small components) in about half the time.
+        solver.parameters.cp_model_presolve = False
     status = solver.solve(model)
+    deterministic = float(solver.response_proto.deterministic_time)
+    stopped_by_wall = status != cp_model.OPTIMAL and (
+        deterministic_limit_s is None or deterministic < 0.99 * deterministic_limit_s
+    )
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return None
+        return CpSatResult(
+            {},
+            False,
+            None,
+            solver.status_name(status),
+            solver.wall_time,
+            len(options),
+            deterministic,
+            stopped_by_wall,
+        )
     chosen = {
         problem.tenants[o.tenant].tenant.key: Choice(problem.devices[o.device].ref, o.concurrency)
         for i, o in enumerate(options)
         if solver.boolean_value(x[i])
     }
-    bound = solver.best_objective_bound / (scale * FRACTION_SCALE) + _constant(problem)
+    bound = solver.best_objective_bound / (scale * FRACTION_SCALE) + _constant(problem, searched)
     return CpSatResult(
         assignment=chosen,
         optimal=status == cp_model.OPTIMAL,
         bound=bound,
         status=solver.status_name(status),
         wall_s=solver.wall_time,
+        options=len(options),
+        deterministic_s=deterministic,
+        stopped_by_wall=stopped_by_wall,
     )
 
 
@@ -207,10 +244,10 @@ def _weight_scale(largest: float) -> float:
     return WEIGHT_SCALE / largest if largest > 0 else 1.0
 
 
-def _constant(problem: Problem) -> float:
+def _constant(problem: Problem, tenants: Collection[int]) -> float:
     """The objective's constant part: every tenant with a current placement pays the move cost
     unless it stays (the program adds it back as a bonus for staying)."""
-    return -problem.move_cost * sum(1 for tc in problem.tenants if tc.tenant.current is not None)
+    return -problem.move_cost * sum(1 for t in tenants if problem.tenants[t].tenant.current is not None)
 
 
 def _hint_indices(problem: Problem, options: list[_Option], hint: Assignment | None) -> set[int]:

@@ -216,44 +216,6 @@ def solve_greedy(problem: Problem, *, relocation_passes: int | None = None) -> d
     return state.assignment()
 
 
-def shortlist(problem: Problem, assignment: Assignment, *, per_tenant: int) -> dict[int, set[int]]:
-    """For each tenant, the devices worth offering CP-SAT on a large instance: where it is now,
-    its current device, and the `per_tenant` devices with the best gain given everyone else."""
-    state = _State(problem)
-    for key, choice in assignment.items():
-        t = problem.tenant_index[key]
-        level = problem.level(key, choice)
-        assert level is not None
-        state.add(
-            t,
-            problem.device_index[choice.device],
-            choice.concurrency,
-            problem.tenants[t].tenant.demand / level.throughput,
-            level.memory_mib,
-        )
-    result: dict[int, set[int]] = {}
-    for t, tc in enumerate(problem.tenants):
-        here = state.placed.get(t)
-        if here is not None:
-            state.remove(t)
-        keep = {d for d in (tc.current, here and here[0]) if d is not None}
-        scored: list[tuple[float, int]] = []
-        for cc in tc.classes:
-            where = state.candidates(t, cc)
-            if where is None:
-                continue
-            devices = where[1]
-            gains = state.gains(t, where, cc).max(axis=1)
-            top = np.argsort(-gains, kind="stable")[:per_tenant]
-            scored.extend((float(gains[i]), int(devices[i])) for i in top if gains[i] > -np.inf)
-        scored.sort(key=lambda s: -s[0])
-        keep.update(d for _, d in scored[:per_tenant])
-        result[t] = keep
-        if here is not None:
-            state.add(t, *here)
-    return result
-
-
 def polish(problem: Problem, assignment: Assignment) -> dict[str, Choice]:
     """Break ties deterministically without lowering the objective: each tenant (by key) takes
     the first choice in preference order (class preference, node name, device index, lower

@@ -1,10 +1,16 @@
 """Kubernetes objects -> Snapshot. Pure: takes object dicts (from YAML files or a cluster list),
 parses the edgetenant kinds with the API models, and reads Nodes directly.
-Raises ConfigError naming the object when one is malformed.
+
+What it ignores or interprets (a wrong apiVersion, a duplicate, a device count that is not a whole
+number, ...) becomes a `PlanWarning` in the snapshot, so the plan can say so. A malformed object
+raises ConfigError naming it when `strict` (the CLI: the user fixes the file); otherwise (the
+operator) it is left out with a warning, and an unreadable InferenceTenant is reported unplaced
+as a planning error instead of stopping the plan for everyone.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
@@ -18,6 +24,7 @@ from edgetenant.placement.snapshot import (
     AcceleratorClass,
     CurrentPlacement,
     Node,
+    PlanWarning,
     Profile,
     ProfilePoint,
     SharingMode,
@@ -70,7 +77,7 @@ def _tolerations(items: Iterable[api.Toleration]) -> tuple[Toleration, ...]:
     )
 
 
-def node_from_object(obj: Mapping[str, Any]) -> Node:
+def node_from_object(obj: Mapping[str, Any], warnings: list[PlanWarning] | None = None) -> Node:
     try:
         meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
         taints = tuple(
@@ -86,9 +93,20 @@ def node_from_object(obj: Mapping[str, Any]) -> Node:
         ready = conditions is None or any(
             c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
         )
-        allocatable = {str(k): parse_count(v) for k, v in (status.get("allocatable") or {}).items()}
+        name = str(meta["name"])
+        allocatable: dict[str, int] = {}
+        for key, raw in (status.get("allocatable") or {}).items():
+            allocatable[str(key)] = parse_count(raw)
+            # Only extended resources (vendor/name) count devices; cpu and memory are fractional.
+            if "/" in str(key) and _QUANTITY.match(str(raw).strip()) is None and warnings is not None:
+                warnings.append(
+                    PlanWarning(
+                        f"Node {name}: allocatable {key} is {raw!r}, not a whole number of devices: "
+                        "counted as 0"
+                    )
+                )
         return Node(
-            name=str(meta["name"]),
+            name=name,
             labels=MappingProxyType({str(k): str(v) for k, v in (meta.get("labels") or {}).items()}),
             taints=taints,
             allocatable=MappingProxyType(allocatable),
@@ -114,46 +132,60 @@ def class_from_model(ac: api.AcceleratorClass) -> AcceleratorClass:
 
 
 def profile_from_model(mp: api.ModelProfile) -> Profile:
+    """Every point as given: the planner decides which it can use (and says why it ignored one)."""
     spec = mp.spec
     return Profile(
         model=spec.model,
         accelerator_class=spec.accelerator_class,
         namespace=mp.namespace or "",
+        name=mp.name,
         ceiling=spec.ceiling,
         points=tuple(
             ProfilePoint(
                 concurrency=p.concurrency,
                 throughput=p.throughput,
                 p95_ms=p.latency_p95_ms,
-                # NB: a point without memory is filled in from the tenant's hint at compile time.
-                memory_mib=float(p.memory_mib) if p.memory_mib is not None else -1.0,
+                memory_mib=float(p.memory_mib) if p.memory_mib is not None else None,
                 batch_size=p.batch_size,
             )
             for p in spec.points
-            if p.throughput > 0
         ),
     )
 
 
-def _device_index(raw: str | None) -> int:
-    return int(raw) if raw is not None and raw.isdigit() else 0
+def _device_index(raw: str | None) -> int | None:
+    """A device id as a number; None when it is not one (the caller warns and takes 0)."""
+    if not raw:
+        return 0
+    try:
+        return int(raw) if raw.isdecimal() else None
+    except ValueError:
+        return None
 
 
-def tenant_from_model(it: api.InferenceTenant) -> Tenant:
+def tenant_from_model(it: api.InferenceTenant, warnings: list[PlanWarning] | None = None) -> Tenant:
     spec, status = it.spec, it.status
+    notes: list[str] = []
     conc = spec.concurrency
-    lo, hi = (
-        (conc.value, conc.value)
-        if conc.mode == api.ConcurrencyMode.FIXED and conc.value
-        else (conc.min, conc.max)
-    )
+    fixed = conc.mode == api.ConcurrencyMode.FIXED
+    if fixed and conc.value is None:
+        notes.append(f"concurrency.mode Fixed without a value: min..max ({conc.min}..{conc.max}) used")
+    lo, hi = (conc.value, conc.value) if fixed and conc.value else (conc.min, conc.max)
     demand = spec.slo.throughput
     if demand is None and status is not None and status.observed is not None:
         demand = status.observed.throughput
+    if demand is not None and not (math.isfinite(demand) and demand >= 0):
+        notes.append(f"demand {demand} is not a finite number of req/s: {DEFAULT_DEMAND_RPS:g} req/s used")
+        demand = None
     current = None
     if status is not None and status.active_placement is not None:
         active = status.active_placement
-        current = CurrentPlacement(active.node, active.accelerator_class, _device_index(active.device))
+        index = _device_index(active.device)
+        if index is None:
+            notes.append(f"status.activePlacement.device {active.device!r} is not a number: device 0 assumed")
+        current = CurrentPlacement(active.node, active.accelerator_class, index or 0)
+    if warnings is not None:
+        warnings.extend(PlanWarning(note, it.key) for note in notes)
     return Tenant(
         key=it.key,
         model=it.served_model_name,
@@ -176,43 +208,218 @@ def tenant_from_model(it: api.InferenceTenant) -> Tenant:
     )
 
 
-def snapshot_from_objects(objects: Iterable[Mapping[str, Any] | api.Resource]) -> Snapshot:
+_KINDS = ("InferenceTenant", "AcceleratorClass", "ModelProfile")
+
+
+def _tenant_key(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    if not isinstance(meta, Mapping):
+        meta = {}
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name') or '<no name>'}"
+
+
+def snapshot_from_objects(
+    objects: Iterable[Mapping[str, Any] | api.Resource], *, strict: bool = False
+) -> Snapshot:
     """Build a Snapshot from Node, AcceleratorClass, InferenceTenant and ModelProfile dicts (or
-    already-parsed API models); other kinds are ignored. Raises ConfigError naming the first
-    malformed object."""
+    already-parsed API models); other kinds are ignored.
+
+    `strict` (the CLI): a malformed object raises ConfigError naming it. Otherwise (the operator)
+    it is left out with a warning; an InferenceTenant that cannot be read is listed in
+    `Snapshot.unreadable_tenants` and reported unplaced as a planning error, so one bad object
+    never stops the plan for the others."""
     nodes: dict[str, Node] = {}
     classes: dict[str, AcceleratorClass] = {}
     tenants: dict[str, Tenant] = {}
-    profiles: list[Profile] = []
+    profiles: dict[str, Profile] = {}
+    ignored_classes: dict[str, str] = {}
+    unreadable: dict[str, str] = {}
+    warnings: list[PlanWarning] = []
+
+    def keep(kind: str, name: str, found: dict[str, Any], value: Any) -> None:
+        if name in found:
+            warnings.append(PlanWarning(f"{kind} {name} is given twice: the last one is used"))
+        found[name] = value
+
     for obj in objects:
         parsed: api.Resource | dict[str, Any]
         if isinstance(obj, api.InferenceTenant | api.AcceleratorClass | api.ModelProfile):
             parsed = obj  # already parsed by the caller (the operator's watch handlers)
         elif obj.get("kind") == "Node":
-            node = node_from_object(obj)
-            nodes[node.name] = node
+            try:
+                node = node_from_object(obj, warnings)
+            except ConfigError as exc:
+                if strict:
+                    raise
+                warnings.append(PlanWarning(f"{exc}: ignored"))
+                continue
+            keep("Node", node.name, nodes, node)
             continue
         else:
+            kind, version = obj.get("kind"), obj.get("apiVersion")
+            if kind in _KINDS and version != api.API_VERSION:
+                why = f"apiVersion {version!r} is not {api.API_VERSION}"
+                warnings.append(PlanWarning(f"{describe(obj)} ignored: {why}"))
+                if kind == "AcceleratorClass":
+                    meta = obj.get("metadata") or {}
+                    ignored_classes[str(meta.get("name") if isinstance(meta, Mapping) else None)] = why
+                continue
             try:
                 parsed = api.parse_object(obj)
             except pydantic.ValidationError as exc:
-                raise ConfigError(f"{describe(obj)}: {_first_errors(exc)}") from exc
+                if strict:
+                    raise ConfigError(f"{describe(obj)}: {_first_errors(exc)}") from exc
+                message = f"{describe(obj)} could not be read: {_first_errors(exc)}"
+                if kind == "InferenceTenant":
+                    unreadable[_tenant_key(obj)] = message
+                else:
+                    warnings.append(PlanWarning(f"{message}: ignored"))
+                    if kind == "AcceleratorClass":
+                        meta = obj.get("metadata") or {}
+                        name = str(meta.get("name") if isinstance(meta, Mapping) else None)
+                        ignored_classes[name] = f"it could not be read ({_first_errors(exc)})"
+                continue
         if isinstance(parsed, api.AcceleratorClass):
-            classes[parsed.name] = class_from_model(parsed)
+            keep("AcceleratorClass", parsed.name, classes, class_from_model(parsed))
         elif isinstance(parsed, api.InferenceTenant):
             if not parsed.metadata.namespace:
                 parsed = parsed.model_copy(
                     update={"metadata": parsed.metadata.model_copy(update={"namespace": "default"})}
                 )
-            tenants[parsed.key] = tenant_from_model(parsed)
+            keep("InferenceTenant", parsed.key, tenants, tenant_from_model(parsed, warnings))
         elif isinstance(parsed, api.ModelProfile):
-            profiles.append(profile_from_model(parsed))
+            profile = profile_from_model(parsed)
+            keep("ModelProfile", profile.key, profiles, profile)
+    for name in classes:
+        ignored_classes.pop(name, None)  # a valid class of the same name stands
     return Snapshot(
         nodes=tuple(nodes[k] for k in sorted(nodes)),
         classes=tuple(classes[k] for k in sorted(classes)),
         tenants=tuple(tenants[k] for k in sorted(tenants)),
-        profiles=tuple(profiles),
+        profiles=tuple(profiles[k] for k in sorted(profiles)),
+        warnings=tuple(warnings),
+        ignored_classes=tuple(sorted(ignored_classes.items())),
+        unreadable_tenants=tuple(sorted((k, v) for k, v in unreadable.items() if k not in tenants)),
     )
+
+
+def objects_from_snapshot(snapshot: Snapshot) -> list[dict[str, Any]]:
+    """Kubernetes object dicts that `snapshot_from_objects` reads back as this snapshot (the
+    inverse, for tests and benchmarks that go through the operator's path). Memories are written
+    as whole MiB, as the API has them; classes get a placeholder backend and image."""
+    objects: list[dict[str, Any]] = []
+    for node in snapshot.nodes:
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": node.name, "labels": dict(node.labels)},
+                "spec": {
+                    "taints": [{"key": t.key, "value": t.value, "effect": t.effect} for t in node.taints]
+                },
+                "status": {
+                    "allocatable": {k: str(v) for k, v in node.allocatable.items()},
+                    "conditions": [{"type": "Ready", "status": "True" if node.ready else "False"}],
+                },
+            }
+        )
+    for cls in snapshot.classes:
+        spec: dict[str, Any] = {
+            "resourceName": cls.resource_name,
+            "nodeSelector": dict(cls.node_selector),
+            "tolerations": [_toleration_dict(t) for t in cls.tolerations],
+            "memoryPerDeviceMiB": cls.memory_per_device_mib,
+            "sharing": {"mode": cls.sharing.value, "slots": cls.slots},
+            "formats": [
+                {"format": f, "backend": "onnxruntime", "image": "triton:placeholder"} for f in cls.formats
+            ],
+            "instanceKind": "KIND_CPU",
+        }
+        if cls.relative_speed is not None:
+            spec["relativeSpeed"] = cls.relative_speed
+        objects.append(
+            {
+                "apiVersion": api.API_VERSION,
+                "kind": "AcceleratorClass",
+                "metadata": {"name": cls.name},
+                "spec": spec,
+            }
+        )
+    for t in snapshot.tenants:
+        namespace, _, name = t.key.partition("/")
+        model: dict[str, Any] = {"name": t.model, "format": t.format, "uri": f"file:///models/{t.model}"}
+        if t.memory_hint_mib is not None:
+            model["memoryHintMiB"] = max(1, round(t.memory_hint_mib))
+        slo: dict[str, Any] = {"throughput": t.demand}
+        if t.p95_slo_ms is not None:
+            slo["latencyP95Ms"] = t.p95_slo_ms
+        status: dict[str, Any] = {"movesInLastHour": t.moves_in_last_hour}
+        if t.current is not None:
+            status["activePlacement"] = {
+                "node": t.current.node,
+                "acceleratorClass": t.current.accelerator_class,
+                "device": str(t.current.device),
+            }
+        if t.ceiling is not None:
+            status["concurrency"] = {"current": 0, "target": 0, "ceiling": t.ceiling}
+        objects.append(
+            {
+                "apiVersion": api.API_VERSION,
+                "kind": "InferenceTenant",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "model": model,
+                    "acceleratorClasses": list(t.accelerator_classes),
+                    "slo": slo,
+                    "concurrency": {
+                        "min": t.min_concurrency,
+                        "max": t.max_concurrency,
+                        "initial": t.initial_concurrency,
+                    },
+                    "priority": round(t.priority),
+                    "placement": {
+                        "nodeSelector": dict(t.node_selector),
+                        "tolerations": [_toleration_dict(x) for x in t.tolerations],
+                        "allowMove": t.allow_move,
+                        "maxMovesPerHour": t.max_moves_per_hour,
+                    },
+                },
+                "status": status,
+            }
+        )
+    for p in snapshot.profiles:
+        meta: dict[str, Any] = {"name": p.name or f"{p.model}.{p.accelerator_class}"}
+        if p.namespace:
+            meta["namespace"] = p.namespace
+        points = []
+        for point in p.points:
+            entry: dict[str, Any] = {
+                "concurrency": point.concurrency,
+                "batchSize": point.batch_size,
+                "throughput": point.throughput,
+                "latencyP95Ms": point.p95_ms,
+            }
+            if point.memory_mib is not None:
+                entry["memoryMiB"] = round(point.memory_mib)
+            points.append(entry)
+        spec = {"model": p.model, "acceleratorClass": p.accelerator_class, "points": points}
+        if p.ceiling is not None:
+            spec["ceiling"] = p.ceiling
+        objects.append(
+            {"apiVersion": api.API_VERSION, "kind": "ModelProfile", "metadata": meta, "spec": spec}
+        )
+    return objects
+
+
+def _toleration_dict(t: Toleration) -> dict[str, Any]:
+    found: dict[str, Any] = {"operator": t.operator}
+    if t.key:
+        found["key"] = t.key
+    if t.value:
+        found["value"] = t.value
+    if t.effect:
+        found["effect"] = t.effect
+    return found
 
 
 def _first_errors(exc: pydantic.ValidationError, limit: int = 3) -> str:

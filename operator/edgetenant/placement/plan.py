@@ -4,7 +4,9 @@ why (in words a person can act on), and how each device is used. Pure: no I/O, n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,7 @@ from edgetenant.placement.problem import (
     moved,
     served,
 )
+from edgetenant.placement.snapshot import PlanWarning
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -42,10 +45,16 @@ class Placement:
         return Choice(DeviceRef(self.node, self.accelerator_class, self.device), self.concurrency)
 
 
+class UnplacedKind(StrEnum):
+    UNSCHEDULABLE = "Unschedulable"  # the model says it does not fit (or is worth less placed)
+    PLANNING_ERROR = "PlanningError"  # planning it failed unexpectedly: a bug, not the tenant's input
+
+
 @dataclass(frozen=True, slots=True)
 class Unplaced:
     tenant: str
     reason: str
+    kind: UnplacedKind = UnplacedKind.UNSCHEDULABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +79,33 @@ class Plan:
     solve_ms: float
     moves: int
     devices: tuple[DeviceUsage, ...] = ()
-    optimal: bool = False  # CP-SAT proved no better plan exists (up to its integer scaling)
-    bound: float | None = None  # upper bound on the objective that CP-SAT proved, when it ran
+    optimal: bool = False  # proved: no better plan exists (CP-SAT up to its integer scaling)
+    bound: float | None = None  # an upper bound on the objective (proved by CP-SAT or the all-served one)
+    # What was ignored or interpreted, and why: `tenant` set when it concerns one tenant.
+    warnings: tuple[PlanWarning, ...] = ()
+    search: SearchStats | None = None  # how `solve` got there (None for baselines)
 
     def assignment(self) -> dict[str, Choice]:
         return {p.tenant: p.choice for p in self.placements}
+
+    @property
+    def tenant_warnings(self) -> Mapping[str, tuple[str, ...]]:
+        """tenant key -> its warnings (only tenants that have some)."""
+        found: dict[str, list[str]] = {}
+        for w in self.warnings:
+            if w.tenant is not None:
+                found.setdefault(w.tenant, []).append(w.message)
+        return {key: tuple(messages) for key, messages in found.items()}
+
+    @property
+    def global_warnings(self) -> tuple[str, ...]:
+        """Warnings about the input as a whole (not about one tenant)."""
+        return tuple(w.message for w in self.warnings if w.tenant is None)
+
+    @property
+    def planning_errors(self) -> tuple[Unplaced, ...]:
+        """Tenants left out because planning them failed unexpectedly (kind PlanningError)."""
+        return tuple(u for u in self.unplaced if u.kind is UnplacedKind.PLANNING_ERROR)
 
     def to_json(self) -> dict[str, Any]:
         """The documented `edgetenant plan -o json` shape."""
@@ -92,11 +123,34 @@ class Plan:
                 }
                 for p in self.placements
             ],
-            "unplaced": [{"tenant": u.tenant, "reason": u.reason} for u in self.unplaced],
+            "unplaced": [
+                {"tenant": u.tenant, "kind": u.kind.value, "reason": u.reason} for u in self.unplaced
+            ],
+            "warnings": [
+                {"tenant": w.tenant, "message": w.message} if w.tenant is not None else {"message": w.message}
+                for w in self.warnings
+            ],
             "objective": round(self.objective, 6),
+            "optimal": self.optimal,
+            "moves": self.moves,
             "solver": self.solver,
             "solveMs": round(self.solve_ms, 3),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class SearchStats:
+    """How `solve` reached its plan (for benchmarks and logs; nothing decides on it)."""
+
+    greedy_objective: float  # the greedy plan, before CP-SAT and tie-breaking
+    components: int = 0  # independent groups of tenants and the devices they could use
+    proved_by_bound: int = 0  # components whose greedy plan reached their all-served bound
+    cpsat_components: int = 0  # components CP-SAT searched
+    cpsat_proved: int = 0  # of those, proved optimal
+    cpsat_options: int = 0  # (tenant, device, concurrency) options in the CP-SAT programs
+    cpsat_deterministic_s: float = 0.0  # CP-SAT's deterministic time, all programs together
+    cpsat_wall_s: float = 0.0
+    deadline_hit: bool = False  # the wall-clock safety net cut a search short: runs may differ
 
 
 def build_plan(
@@ -107,6 +161,8 @@ def build_plan(
     solve_ms: float,
     optimal: bool = False,
     bound: float | None = None,
+    warnings: tuple[PlanWarning, ...] = (),
+    search: SearchStats | None = None,
 ) -> Plan:
     objective = evaluate(problem, assignment)  # also checks feasibility
     served_by = served(problem, assignment)
@@ -135,14 +191,23 @@ def build_plan(
         np.array([u.memory_mib - u.memory_used_mib for u in by_index], dtype=np.float64),
         np.array([u.slots_used < u.slots for u in by_index], dtype=np.bool_),
     )
-    unplaced = tuple(
-        Unplaced(tc.tenant.key, unplaced_reason(problem, tc, room))
+    unplaced = [
+        Unplaced(
+            tc.tenant.key,
+            unplaced_reason(problem, tc, room),
+            UnplacedKind.PLANNING_ERROR if tc.error else UnplacedKind.UNSCHEDULABLE,
+        )
         for tc in problem.tenants
         if tc.tenant.key not in assignment
-    )
+    ]
+    unplaced += [
+        Unplaced(key, f"internal planning error (please report it): {why}", UnplacedKind.PLANNING_ERROR)
+        for key, why in problem.snapshot.unreadable_tenants
+        if key not in problem.tenant_index
+    ]
     return Plan(
         placements=tuple(placements),
-        unplaced=unplaced,
+        unplaced=tuple(sorted(unplaced, key=lambda u: u.tenant)),
         objective=objective,
         solver=solver,
         solve_ms=solve_ms,
@@ -150,6 +215,8 @@ def build_plan(
         devices=tuple(usage.values()),
         optimal=optimal,
         bound=bound,
+        warnings=problem.warnings + warnings,
+        search=search,
     )
 
 
@@ -184,6 +251,8 @@ def device_usage(problem: Problem, assignment: Assignment) -> dict[DeviceRef, De
 def unplaced_reason(problem: Problem, tc: TenantCandidates, room: tuple[FloatArray, BoolArray]) -> str:
     """Why a tenant is left out; `room` is (free memory, has a free slot) per device index."""
     tenant = tc.tenant
+    if tc.error is not None:
+        return tc.error
     if not tc.classes:
         return "; ".join(tc.rejections) or "no compatible device"
     prefix = ""

@@ -14,13 +14,17 @@ The model (docs/placement.md has the long form):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from edgetenant.placement.snapshot import (
     AcceleratorClass,
     Node,
+    PlanWarning,
     Profile,
+    ProfilePoint,
     Snapshot,
     Taint,
     TaintEffect,
@@ -93,6 +97,8 @@ class TenantCandidates:
     pinned: bool  # may not move (allowMove=false or move budget spent) and can stay where it is
     rejections: tuple[str, ...]  # why classes or nodes were ruled out, for unplaced reasons
     levels_by_class: Mapping[str, Mapping[int, Level]] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()  # what was ignored or estimated for this tenant, and why
+    error: str | None = None  # compiling it failed unexpectedly (a bug): it is left out, said so
 
     def options(self) -> Iterable[tuple[ClassCandidates, int, Level]]:
         """Every (class, device index, level) the tenant may take, in tie-break order."""
@@ -112,6 +118,7 @@ class Problem:
     tenants: tuple[TenantCandidates, ...]  # sorted by tenant key
     tenant_index: Mapping[str, int]
     move_cost: float
+    warnings: tuple[PlanWarning, ...] = ()  # the snapshot's and compiling's, global and per tenant
 
     def level(self, key: str, choice: Choice) -> Level | None:
         return (
@@ -132,7 +139,7 @@ def devices_of(node: Node, cls: AcceleratorClass) -> int:
     if not cls.resource_name:
         return 1
     count = node.allocatable.get(cls.resource_name, 0)
-    return count // cls.slots if cls.tenants_per_device > 1 else count
+    return count // max(1, cls.slots) if cls.tenants_per_device > 1 else count
 
 
 def _selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
@@ -146,90 +153,261 @@ def untolerated(taints: Iterable[Taint], tolerations: Sequence[Toleration]) -> l
 
 
 # ---------------------------------------------------------------------------------------------
-# Levels: profile points or estimates
+# Levels: profile points or estimates (docs/placement.md section 3 is the specification)
 
 
-def _allowed_concurrency(tenant: Tenant, profile_ceiling: int | None) -> tuple[int, int]:
-    hi = tenant.max_concurrency
-    for ceiling in (tenant.ceiling, profile_ceiling):
-        if ceiling is not None:
-            hi = min(hi, ceiling)
-    return tenant.min_concurrency, hi
+@dataclass(frozen=True, slots=True)
+class _Numbers:
+    """One candidate at one concurrency: a profile point, a scaled point or the reference formula."""
+
+    concurrency: int
+    throughput: float
+    p95_ms: float
+    memory_mib: float
+    estimated: bool
+    batch_size: int = 1
 
 
-def _profile_levels(tenant: Tenant, profile: Profile) -> list[Level]:
-    # Several batch sizes may share a concurrency: the batch size belongs to tuning, so placement
-    # assumes the best one that meets the SLO.
-    best: dict[int, Level] = {}
-    for p in profile.points:
-        if tenant.p95_slo_ms is not None and p.p95_ms > tenant.p95_slo_ms:
-            continue
-        if p.memory_mib >= 0:
-            level = Level(p.concurrency, p.throughput, p.p95_ms, p.memory_mib, estimated=False)
-        else:  # a point measured without memory: the hint (or default) per instance stands in
-            memory = (tenant.memory_hint_mib or DEFAULT_MEMORY_MIB) * p.concurrency
-            level = Level(p.concurrency, p.throughput, p.p95_ms, memory, estimated=True)
-        old = best.get(p.concurrency)
-        if old is None or (level.throughput, -level.memory_mib) > (old.throughput, -old.memory_mib):
-            best[p.concurrency] = level
-    return [best[c] for c in sorted(best)]
+class _Profiles:
+    """ModelProfiles by (model, class), each list in (namespace, name) order, and what is wrong
+    with each one (said once per tenant that reads it)."""
+
+    def __init__(self, profiles: Iterable[Profile]) -> None:
+        self.by_model_class: dict[tuple[str, str], list[Profile]] = {}
+        for p in sorted(profiles, key=lambda p: (p.namespace, p.name)):
+            self.by_model_class.setdefault((p.model, p.accelerator_class), []).append(p)
+        self._defects: dict[int, tuple[str, ...]] = {}
+
+    def of(self, tenant: Tenant, class_name: str) -> tuple[Profile | None, list[Profile]]:
+        """The profile of the tenant's model on the class (one in its namespace wins, else the
+        first by namespace and name), and the others of the same model and class, passed over."""
+        found = self.by_model_class.get((tenant.model, class_name), [])
+        if not found:
+            return None, []
+        chosen = next((p for p in found if p.namespace == tenant.namespace), found[0])
+        return chosen, [p for p in found if p is not chosen]
+
+    def defects(self, profile: Profile) -> tuple[str, ...]:
+        found = self._defects.get(id(profile))
+        if found is None:
+            bad = [p for p in profile.points if not usable_point(p)]
+            found = ()
+            if bad:
+                where = ", ".join(f"concurrency {p.concurrency} batch {p.batch_size}" for p in bad[:4])
+                more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+                found = (
+                    f"ModelProfile {profile.key}: {len(bad)} point(s) with throughput 0 (or a value that "
+                    f"is not a finite number) ignored: {where}{more}",
+                )
+            self._defects[id(profile)] = found
+        return found
 
 
-def _estimated_concurrencies(lo: int, hi: int) -> list[int]:
+def usable_point(p: ProfilePoint) -> bool:
+    """A point the model can use: positive finite throughput, finite p95 and memory."""
+    return (
+        p.throughput > 0
+        and math.isfinite(p.throughput)
+        and math.isfinite(p.p95_ms)
+        and (p.memory_mib is None or math.isfinite(p.memory_mib))
+    )
+
+
+def _in_range(profile: Profile, lo: int, hi: int) -> list[ProfilePoint]:
+    return [p for p in profile.points if usable_point(p) and lo <= p.concurrency <= hi]
+
+
+def _point_memory(tenant: Tenant, p: ProfilePoint) -> tuple[float, bool]:
+    """(memory, estimated): measured, or the hint (default 256 MiB) per instance."""
+    if p.memory_mib is not None:
+        return p.memory_mib, False
+    return (tenant.memory_hint_mib or DEFAULT_MEMORY_MIB) * p.concurrency, True
+
+
+def estimated_concurrencies(lo: int, hi: int) -> list[int]:
+    """Candidate concurrencies of the reference estimate: lo, hi and the powers of two between."""
     values = {lo, hi} | {2**i for i in range(8) if lo <= 2**i <= hi}
     return sorted(v for v in values if lo <= v <= hi)
 
 
-def _estimated_levels(
-    tenant: Tenant, cls: AcceleratorClass, lo: int, hi: int, base: tuple[Profile, AcceleratorClass] | None
-) -> list[Level]:
-    levels: list[Level] = []
-    if base is not None:
-        # Scale a profile measured on another class by the ratio of relative speeds.
-        profile, other = base
-        ratio = (cls.relative_speed or 1.0) / (other.relative_speed or 1.0)
-        for p in sorted(profile.points, key=lambda p: (p.concurrency, -p.throughput)):
-            if lo <= p.concurrency <= hi and all(x.concurrency != p.concurrency for x in levels):
-                memory = (
-                    p.memory_mib
-                    if p.memory_mib >= 0
-                    else (tenant.memory_hint_mib or DEFAULT_MEMORY_MIB) * p.concurrency
+def _reference_numbers(tenant: Tenant, cls: AcceleratorClass, lo: int, hi: int) -> list[_Numbers]:
+    thr1 = REFERENCE_THROUGHPUT_RPS * (cls.relative_speed or 1.0)
+    memory = tenant.memory_hint_mib or DEFAULT_MEMORY_MIB
+    numbers = []
+    for c in estimated_concurrencies(lo, hi):
+        thr = thr1 * c / (1 + CME_SATURATION * (c - 1))
+        numbers.append(_Numbers(c, thr, P95_OVER_MEAN * 1000.0 * c / thr, memory * c, estimated=True))
+    return numbers
+
+
+def speed_distance(a: float, b: float) -> float:
+    """How far apart two relative speeds are: |ln(a/b)|, rounded so float noise never decides."""
+    return round(abs(math.log(a / b)), 9)
+
+
+def _base_profile(
+    tenant: Tenant,
+    *,
+    cls: AcceleratorClass,
+    classes: Sequence[AcceleratorClass],
+    profiles: _Profiles,
+    lo: int,
+    hi: int,
+) -> tuple[Profile, AcceleratorClass] | None:
+    """The other class whose profile a cross-class estimate scales: it and `cls` have a
+    relativeSpeed, the tenant's profile there has a usable point in [lo, hi]; the nearest speed
+    wins, then the class name."""
+    if not cls.relative_speed:
+        return None
+    best: tuple[tuple[float, str], Profile, AcceleratorClass] | None = None
+    for other in classes:
+        if other.name == cls.name or not other.relative_speed:
+            continue
+        profile, _ = profiles.of(tenant, other.name)
+        if profile is None or not _in_range(profile, lo, hi):
+            continue
+        rank = (speed_distance(cls.relative_speed, other.relative_speed), other.name)
+        if best is None or rank < best[0]:
+            best = (rank, profile, other)
+    return None if best is None else (best[1], best[2])
+
+
+def _pick(numbers: Sequence[_Numbers], slo: float | None, device_memory: float) -> list[Level]:
+    """Per concurrency, the candidate with the highest throughput among those that meet the SLO
+    and fit the device (ties: less memory, then the smaller batch size)."""
+    best: dict[int, _Numbers] = {}
+    for n in numbers:
+        if (slo is not None and n.p95_ms > slo) or n.memory_mib > device_memory:
+            continue
+        old = best.get(n.concurrency)
+        if old is None or (n.throughput, -n.memory_mib, -n.batch_size) > (
+            old.throughput,
+            -old.memory_mib,
+            -old.batch_size,
+        ):
+            best[n.concurrency] = n
+    return [
+        Level(c, best[c].throughput, best[c].p95_ms, best[c].memory_mib, best[c].estimated)
+        for c in sorted(best)
+    ]
+
+
+def _fmt_ms(value: float) -> str:
+    return f"{value:.1f}".removesuffix(".0")
+
+
+def _fmt_mib(value: float) -> str:
+    return f"{value:.1f}".removesuffix(".0") + " MiB"
+
+
+def _concurrency_range(tenant: Tenant, cls: AcceleratorClass, own: Profile | None) -> tuple[int, int, str]:
+    """(lo, hi, why the range is empty or "")."""
+    lo, hi = tenant.min_concurrency, tenant.max_concurrency
+    if lo > hi:
+        return lo, hi, f"concurrency min {lo} is above max {hi}"
+    if tenant.ceiling is not None and tenant.ceiling < hi:
+        hi = tenant.ceiling
+        if lo > hi:
+            return (
+                lo,
+                hi,
+                f"concurrency min {lo} is above the learned ceiling {hi} (status.concurrency.ceiling)",
+            )
+    if own is not None and own.ceiling is not None and own.ceiling < hi:
+        hi = own.ceiling
+        if lo > hi:
+            return (
+                lo,
+                hi,
+                f"concurrency min {lo} is above the ceiling {hi} of ModelProfile {own.key} on {cls.name}",
+            )
+    return lo, hi, ""
+
+
+def levels_for(
+    tenant: Tenant,
+    cls: AcceleratorClass,
+    classes: Sequence[AcceleratorClass],
+    profiles: _Profiles,
+) -> tuple[list[Level], str, list[str]]:
+    """(levels, why there are none or "", warnings) of a tenant on a class: docs/placement.md §3."""
+    notes: list[str] = []
+    own, passed_over = profiles.of(tenant, cls.name)
+    if own is not None and passed_over:
+        notes.append(
+            f"ModelProfile {own.key} is used for model {tenant.model} on {cls.name}; "
+            f"{', '.join(p.key for p in passed_over)} ignored"
+        )
+    lo, hi, why = _concurrency_range(tenant, cls, own)
+    if why:
+        return [], why, notes
+    numbers: list[_Numbers] = []
+    if own is not None:
+        notes.extend(profiles.defects(own))
+        for p in _in_range(own, lo, hi):
+            memory, estimated = _point_memory(tenant, p)
+            numbers.append(_Numbers(p.concurrency, p.throughput, p.p95_ms, memory, estimated, p.batch_size))
+    if not numbers:
+        base = _base_profile(tenant, cls=cls, classes=classes, profiles=profiles, lo=lo, hi=hi)
+        if base is not None:
+            profile, other = base
+            notes.extend(profiles.defects(profile))
+            ratio = (cls.relative_speed or 1.0) / (other.relative_speed or 1.0)
+            for p in _in_range(profile, lo, hi):
+                memory, _ = _point_memory(tenant, p)
+                numbers.append(
+                    _Numbers(
+                        p.concurrency, p.throughput * ratio, p.p95_ms / ratio, memory, True, p.batch_size
+                    )
                 )
-                levels.append(Level(p.concurrency, p.throughput * ratio, p.p95_ms / ratio, memory, True))
-    else:
-        thr1 = REFERENCE_THROUGHPUT_RPS * (cls.relative_speed or 1.0)
-        memory = tenant.memory_hint_mib or DEFAULT_MEMORY_MIB
-        for c in _estimated_concurrencies(lo, hi):
-            thr = thr1 * c / (1 + CME_SATURATION * (c - 1))
-            levels.append(Level(c, thr, P95_OVER_MEAN * 1000.0 * c / thr, memory * c, True))
+            basis = f"ModelProfile {profile.key} on {other.name} scaled by relativeSpeed"
+        else:
+            numbers = _reference_numbers(tenant, cls, lo, hi)
+            basis = "the reference estimate"
+        if own is not None:
+            notes.append(
+                f"ModelProfile {own.key} has no usable point at concurrency {lo}..{hi}: "
+                f"{cls.name} estimated from {basis}"
+            )
     slo = tenant.p95_slo_ms
-    return [lv for lv in levels if slo is None or lv.p95_ms <= slo]
+    levels = _pick(numbers, slo, cls.memory_per_device_mib)
+    if levels:
+        return levels, "", notes
+    meets = [n for n in numbers if slo is None or n.p95_ms <= slo]
+    if slo is not None and not meets:
+        fastest = min(n.p95_ms for n in numbers)
+        basis = " (estimated)" if all(n.estimated for n in numbers) else ""
+        why = (
+            f"p95 on {cls.name} is at least {_fmt_ms(fastest)} ms{basis}, above the SLO of {_fmt_ms(slo)} ms"
+        )
+        return [], why, notes
+    need = min(n.memory_mib for n in meets)
+    return [], f"needs {_fmt_mib(need)}, a {cls.name} device has {_fmt_mib(cls.memory_per_device_mib)}", notes
 
 
 # ---------------------------------------------------------------------------------------------
 # Compile
 
 
-def _profile_lookup(snapshot: Snapshot) -> dict[tuple[str, str, str], Profile]:
-    """(namespace, model, class) -> profile; namespace "" holds the first profile from any namespace."""
-    found: dict[tuple[str, str, str], Profile] = {}
-    for p in sorted(snapshot.profiles, key=lambda p: (p.namespace, p.model, p.accelerator_class)):
-        found.setdefault((p.namespace, p.model, p.accelerator_class), p)
-        found.setdefault(("", p.model, p.accelerator_class), p)
-    return found
-
-
-def _fmt_mib(value: float) -> str:
-    return f"{value:.0f} MiB"
-
-
 def compile_problem(snapshot: Snapshot, *, move_cost: float = DEFAULT_MOVE_COST) -> Problem:
-    classes = {c.name: c for c in snapshot.classes}
-    nodes = sorted(snapshot.nodes, key=lambda n: n.name)
+    """The snapshot as a Problem. Never raises because of one tenant: an unexpected error while
+    compiling a tenant leaves that tenant out with `error` set (a planning error), the rest go on."""
+    warnings: list[PlanWarning] = list(snapshot.warnings)
+    nodes = _unique(snapshot.nodes, lambda n: n.name, "Node", warnings)
+    class_list = _unique(snapshot.classes, lambda c: c.name, "AcceleratorClass", warnings)
+    tenant_list = _unique(snapshot.tenants, lambda t: t.key, "InferenceTenant", warnings)
+    if not tenant_list and not snapshot.unreadable_tenants:
+        warnings.append(PlanWarning("no InferenceTenants in the input: nothing to place"))
+    elif not nodes:
+        warnings.append(PlanWarning("no Nodes in the input: no device to place on"))
+    elif not class_list:
+        warnings.append(PlanWarning("no AcceleratorClasses in the input: no device to place on"))
+    classes = {c.name: c for c in class_list}
+    ignored = dict(snapshot.ignored_classes)
 
     devices: list[Device] = []
     devices_by_class_node: dict[tuple[str, str], list[int]] = {}
-    for cls in sorted(snapshot.classes, key=lambda c: c.name):
+    for cls in class_list:
         for node in nodes:
             for i in range(devices_of(node, cls)):
                 devices_by_class_node.setdefault((cls.name, node.name), []).append(len(devices))
@@ -239,7 +417,9 @@ def compile_problem(snapshot: Snapshot, *, move_cost: float = DEFAULT_MOVE_COST)
                     )
                 )
     device_index = {d.ref: i for i, d in enumerate(devices)}
-    profiles = _profile_lookup(snapshot)
+    profiles = _Profiles(snapshot.profiles)
+    # No preference given: fastest class first (relativeSpeed), then by name.
+    by_speed = sorted(class_list, key=lambda c: (-(c.relative_speed or 1.0), c.name))
     node_memo: dict[tuple[object, ...], tuple[tuple[int, ...], tuple[str, ...]]] = {}
 
     def compatible_devices(tenant: Tenant, cls: AcceleratorClass) -> tuple[tuple[int, ...], tuple[str, ...]]:
@@ -248,30 +428,33 @@ def compile_problem(snapshot: Snapshot, *, move_cost: float = DEFAULT_MOVE_COST)
             node_memo[memo_key] = _compatible_devices(tenant, cls, nodes, devices_by_class_node)
         return node_memo[memo_key]
 
-    tenants: list[TenantCandidates] = []
-    for tenant in sorted(snapshot.tenants, key=lambda t: t.key):
-        # No preference given: fastest class first (relativeSpeed), then by name.
-        wanted = tenant.accelerator_classes or tuple(
-            c.name
-            for c in sorted(snapshot.classes, key=lambda c: (-(c.relative_speed or 1.0), c.name))
-            if tenant.format in c.formats
+    def compile_tenant(tenant: Tenant) -> TenantCandidates:
+        wanted = tuple(dict.fromkeys(tenant.accelerator_classes)) or tuple(
+            c.name for c in by_speed if tenant.format in c.formats
         )
         rejections: list[str] = []
+        notes: list[str] = []
         if not wanted:
             rejections.append(f"no AcceleratorClass supports format {tenant.format}")
+            rejections.extend(f"AcceleratorClass {name} was ignored: {why}" for name, why in ignored.items())
         found: list[ClassCandidates] = []
         levels_by_class: dict[str, dict[int, Level]] = {}
         for rank, name in enumerate(wanted):
             klass = classes.get(name)
             if klass is None:
-                rejections.append(f"AcceleratorClass {name} does not exist")
+                rejections.append(
+                    f"AcceleratorClass {name} was ignored: {ignored[name]}"
+                    if name in ignored
+                    else f"AcceleratorClass {name} does not exist"
+                )
                 continue
             if tenant.format not in klass.formats:
                 rejections.append(f"AcceleratorClass {name} does not support format {tenant.format}")
                 continue
-            levels, why = _levels_for(tenant, klass, classes, profiles)
-            rejections.extend(why)
+            levels, why, class_notes = levels_for(tenant, klass, class_list, profiles)
+            notes.extend(class_notes)
             if not levels:
+                rejections.append(why)
                 continue
             device_ids, why_nodes = compatible_devices(tenant, klass)
             rejections.extend(why_nodes)
@@ -283,16 +466,24 @@ def compile_problem(snapshot: Snapshot, *, move_cost: float = DEFAULT_MOVE_COST)
             ref = DeviceRef(tenant.current.node, tenant.current.accelerator_class, tenant.current.device)
             current = device_index.get(ref)
         can_stay = current is not None and any(current in cc.devices for cc in found)
-        tenants.append(
-            TenantCandidates(
-                tenant=tenant,
-                classes=tuple(found),
-                current=current,
-                pinned=can_stay and not tenant.may_move,
-                rejections=tuple(dict.fromkeys(rejections)),
-                levels_by_class=levels_by_class,
-            )
+        return TenantCandidates(
+            tenant=tenant,
+            classes=tuple(found),
+            current=current,
+            pinned=can_stay and not tenant.may_move,
+            rejections=tuple(dict.fromkeys(rejections)),
+            levels_by_class=levels_by_class,
+            warnings=tuple(dict.fromkeys(notes)),
         )
+
+    tenants: list[TenantCandidates] = []
+    for tenant in tenant_list:
+        try:
+            tc = compile_tenant(tenant)
+        except Exception as exc:  # a bug must cost one tenant its plan, not everyone
+            tc = TenantCandidates(tenant, (), None, False, (), error=planning_error(exc))
+        tenants.append(tc)
+        warnings.extend(PlanWarning(note, tenant.key) for note in tc.warnings)
     return Problem(
         snapshot=snapshot,
         devices=tuple(devices),
@@ -300,48 +491,29 @@ def compile_problem(snapshot: Snapshot, *, move_cost: float = DEFAULT_MOVE_COST)
         tenants=tuple(tenants),
         tenant_index={tc.tenant.key: i for i, tc in enumerate(tenants)},
         move_cost=move_cost,
+        warnings=tuple(dict.fromkeys(warnings)),
     )
 
 
-def _levels_for(
-    tenant: Tenant,
-    cls: AcceleratorClass,
-    classes: Mapping[str, AcceleratorClass],
-    profiles: Mapping[tuple[str, str, str], Profile],
-) -> tuple[list[Level], list[str]]:
-    profile = profiles.get((tenant.namespace, tenant.model, cls.name)) or profiles.get(
-        ("", tenant.model, cls.name)
-    )
-    lo, hi = _allowed_concurrency(tenant, profile.ceiling if profile else None)
-    if lo > hi:
-        return [], [f"concurrency min {lo} is above the ceiling {hi} on {cls.name}"]
-    levels: list[Level] = []
-    if profile is not None:
-        levels = [lv for lv in _profile_levels(tenant, profile) if lo <= lv.concurrency <= hi]
-        if not levels and not [p for p in profile.points if lo <= p.concurrency <= hi]:
-            profile = None  # measured only outside the allowed range: estimate instead
-        elif not levels:
-            fastest = min(p.p95_ms for p in profile.points if lo <= p.concurrency <= hi)
-            return [], [
-                f"p95 on {cls.name} is at least {fastest:.0f} ms, above the SLO of {tenant.p95_slo_ms:.0f} ms"
-            ]
-    if profile is None:
-        base = None
-        for other in sorted(classes.values(), key=lambda c: c.name):
-            p = profiles.get((tenant.namespace, tenant.model, other.name)) or profiles.get(
-                ("", tenant.model, other.name)
-            )
-            if p is not None and other.name != cls.name and other.relative_speed and cls.relative_speed:
-                base = (p, other)
-                break
-        levels = _estimated_levels(tenant, cls, lo, hi, base)
-        if not levels:
-            return [], [f"estimated p95 on {cls.name} is above the SLO of {tenant.p95_slo_ms:.0f} ms"]
-    fitting = [lv for lv in levels if lv.memory_mib <= cls.memory_per_device_mib]
-    if not fitting:
-        need = min(lv.memory_mib for lv in levels)
-        return [], [f"needs {_fmt_mib(need)}, a {cls.name} device has {_fmt_mib(cls.memory_per_device_mib)}"]
-    return fitting, []
+def planning_error(exc: BaseException) -> str:
+    """The reason given to a tenant whose planning failed unexpectedly (a bug, never its input)."""
+    return f"internal planning error (please report it): {type(exc).__name__}: {exc}"
+
+
+_T = TypeVar("_T")
+
+
+def _unique(
+    items: Iterable[_T], key: Callable[[_T], str], kind: str, warnings: list[PlanWarning]
+) -> list[_T]:
+    """Items sorted by key, a repeated key keeping its last item (as objects given twice do)."""
+    found: dict[str, _T] = {}
+    for item in items:
+        name = key(item)
+        if name in found:
+            warnings.append(PlanWarning(f"{kind} {name} is given twice: the last one is used"))
+        found[name] = item
+    return [found[k] for k in sorted(found)]
 
 
 def _compatible_devices(

@@ -83,9 +83,9 @@ class AcceleratorClass:
 @dataclass(frozen=True, slots=True)
 class ProfilePoint:
     concurrency: int
-    throughput: float  # req/s with the device to itself
+    throughput: float  # req/s with the device to itself; points at 0 are ignored (with a warning)
     p95_ms: float
-    memory_mib: float
+    memory_mib: float | None = None  # None: not measured; the tenant's hint x concurrency stands in
     batch_size: int = 1
 
 
@@ -98,6 +98,11 @@ class Profile:
     points: tuple[ProfilePoint, ...]
     namespace: str = ""
     ceiling: int | None = None
+    name: str = ""  # the ModelProfile's name: orders profiles of one (model, class) and names them
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +143,23 @@ class Tenant:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanWarning:
+    """Something the planner ignored or interpreted, and why. `tenant` (a tenant key) when it
+    concerns one tenant; None when it concerns the input as a whole."""
+
+    message: str
+    tenant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     nodes: tuple[Node, ...] = ()
     classes: tuple[AcceleratorClass, ...] = ()
     tenants: tuple[Tenant, ...] = ()
     profiles: tuple[Profile, ...] = ()
+    # What reading the objects ignored or interpreted (wrong apiVersion, duplicates, ...).
+    warnings: tuple[PlanWarning, ...] = ()
+    # AcceleratorClasses that were given but ignored, name -> why, so reasons can name them.
+    ignored_classes: tuple[tuple[str, str], ...] = ()
+    # InferenceTenants that could not be read, key -> why: reported unplaced as planning errors.
+    unreadable_tenants: tuple[tuple[str, str], ...] = ()
