@@ -30,6 +30,26 @@ BATCHING_MODES: Final = {"AUTO": "Auto", "OFF": "Off", "FIXED": "Fixed"}
 RUN_AS_USER: Final = 1000
 
 
+# Backend parameters edgetenant reads itself; the others go into the Triton model config.
+EDGETENANT_PARAMETERS: Final = frozenset({"threadsPerInstance", "tritonVersion"})
+# `--metrics-config` (summary latencies, hence p95) came with Triton 2.33 (23.04). A class whose image
+# pins an older Triton (`tritonVersion`, e.g. 2.19.0 on JetPack 4) must not pass it: Triton refuses
+# unknown flags and the pod would never start.
+METRICS_CONFIG_SINCE: Final = (2, 33)
+
+
+def metrics_config_args(parameters: dict[str, str]) -> list[str]:
+    """The latency-summary flag, unless the class says its Triton predates it."""
+    version = parameters.get("tritonVersion", "")
+    try:
+        major_minor = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        major_minor = ()
+    if len(major_minor) == 2 and major_minor < METRICS_CONFIG_SINCE:
+        return []
+    return ["--metrics-config=summary_latencies=true"]
+
+
 @dataclass(frozen=True, slots=True)
 class RenderSettings:
     """Operator-wide knobs that shape every tenant's workload."""
@@ -90,7 +110,7 @@ def triton_spec(tenant: InferenceTenant, klass: AcceleratorClass, instance_count
         preferred_batch_sizes=tuple(batching.preferred_batch_sizes or ()),
     )
     threads = backend.parameters.get("threadsPerInstance")
-    extra = tuple(sorted((k, v) for k, v in backend.parameters.items() if k != "threadsPerInstance"))
+    extra = tuple(sorted((k, v) for k, v in backend.parameters.items() if k not in EDGETENANT_PARAMETERS))
     return TritonModelSpec(
         name=served_model_name(tenant),
         format=str(model.format),
@@ -133,6 +153,7 @@ def render_deployment(
     model_dir = f"{MODEL_REPOSITORY}/{model}"
     model_file = f"{model_dir}/1/{DEFAULT_MODEL_FILENAMES[str(tenant.spec.model.format)]}"
     container_security = {
+        "readOnlyRootFilesystem": True,
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
         "runAsNonRoot": True,
@@ -199,7 +220,7 @@ def render_deployment(
                     f"--grpc-port={GRPC_PORT}",
                     f"--metrics-port={METRICS_PORT}",
                     "--allow-metrics=true",
-                    "--metrics-config=summary_latencies=true",
+                    *metrics_config_args(backend.parameters),
                     "--exit-on-error=false",
                 ],
                 "ports": [
@@ -217,6 +238,9 @@ def render_deployment(
                 "securityContext": container_security,
                 "volumeMounts": [
                     {"name": "model-repository", "mountPath": MODEL_REPOSITORY},
+                    # The one writable path on the read-only root: Triton's Python backend makes its
+                    # environments' directory there.
+                    {"name": "tmp", "mountPath": "/tmp"},
                     # A subPath mount so the tuned instance count in the ConfigMap is what a restarted
                     # container starts with; live changes go through Triton's model-control API.
                     {
@@ -229,6 +253,7 @@ def render_deployment(
         ],
         "volumes": [
             {"name": "model-repository", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
             {"name": "model-config", "configMap": {"name": config_map_name(tenant)}},
         ],
     }
