@@ -124,14 +124,6 @@ def install(lab: Lab) -> None:
     """The project's CRDs, then the classes and the operator's ServiceAccount/RBAC (the dev overlay).
     CRDs go first: objects of a kind can only be applied once the API server serves that kind."""
     lab.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(REPO / "crds"))
-    lab.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        str(REPO / "manifests" / "operator" / "peering.yaml"),
-        check=False,
-    )
     lab.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     lab.kubectl(
         "apply", "--server-side", "--force-conflicts", "-k", str(REPO / "manifests" / "overlays" / "dev")
@@ -154,10 +146,18 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, interva
 class OperatorProcess:
     """The operator, run from this checkout as its own process (images cannot be built here)."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        *,
+        standalone: bool = True,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.env = env or {}
+        self.standalone = standalone  # False: it campaigns for the leader Lease like a replica
         self.popen: subprocess.Popen[bytes] | None = None
         # EDGETENANT_PROFILE=<file> runs the operator under cProfile (for the benchmarks).
         profile = os.environ.get("EDGETENANT_PROFILE")
@@ -166,7 +166,14 @@ class OperatorProcess:
     def start(self) -> OperatorProcess:
         log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
-            [*self.python, "-m", "edgetenant", "--kubeconfig", str(self.kubeconfig), "--standalone"],
+            [
+                *self.python,
+                "-m",
+                "edgetenant",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                *(["--standalone"] if self.standalone else []),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

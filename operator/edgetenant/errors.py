@@ -13,6 +13,10 @@ class TransientError(EdgeTenantError):
     """Worth retrying later: a timeout, a conflict, a server that is starting."""
 
 
+class ConflictError(TransientError):
+    """The object changed since it was read (HTTP 409): read it again and recompute."""
+
+
 class PermanentError(EdgeTenantError):
     """Retrying will not help until something changes (spec, class, cluster)."""
 

@@ -1,8 +1,13 @@
-"""kopf handlers: thin. They keep the reconciler's cache current and wake it; nothing else.
+"""kopf handlers: thin. They keep the cache current and wake the reconciler; nothing else.
 
 The operator uses only watch-event handlers (no change handlers, no per-object timers), so kopf never
 writes annotations or finalizers onto tenants: a tenant can always be deleted, even with the operator
-down, and GitOps tools see no drift the operator caused.
+down, and GitOps tools see no drift the operator caused. The handlers are coroutines: kopf runs them on
+the event loop, the one owner of the cache (sync handlers would run in kopf's thread pool, beside
+passes that read the same dicts).
+
+Every replica watches, so a standby's cache is warm; only the replica holding the leader Lease runs the
+reconcile and tuning loops (leader.py). `--standalone` skips the election (one operator, e.g. tests).
 """
 
 from __future__ import annotations
@@ -10,27 +15,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import kopf
 
 from edgetenant.adapters.kube import Kube, load_config
 from edgetenant.api.models import GROUP, VERSION
+from edgetenant.cache import ClusterCache, tenant_key
+from edgetenant.leader import LeaderElector
 from edgetenant.metrics import serve_metrics
-from edgetenant.reconcile import Reconciler, tenant_key
+from edgetenant.reconcile import Reconciler
 from edgetenant.render.kube import MANAGER, TENANT_LABEL
 from edgetenant.settings import Settings
+from edgetenant.status_writer import TenantWriter
 from edgetenant.tuning_driver import TuningDriver
 
 log = logging.getLogger("edgetenant")
 MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 def _plain(body: Any) -> dict[str, Any]:
     # Each watch event carries a freshly decoded object that kopf never mutates; a shallow copy is
-    # enough (the reconciler replaces, never edits, what it caches).
+    # enough (the operator replaces, never edits, what it caches).
     return dict(body)
 
 
@@ -67,9 +80,74 @@ class _NoProgress(kopf.ProgressStorage):
         return essence
 
 
-def _reconciler(memo: kopf.Memo) -> Reconciler:
-    reconciler: Reconciler = memo["reconciler"]
-    return reconciler
+@dataclass
+class Operator:
+    """One replica: its cache (always kept warm) and, while it leads, the two loops."""
+
+    settings: Settings
+    kube: Kube
+    cache: ClusterCache = field(default_factory=ClusterCache)
+    reconciler: Reconciler | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.writer = TenantWriter(self.kube, self.cache, event_interval_s=self.settings.event_interval_s)
+
+    async def start_leading(self) -> None:
+        # A fresh reconciler per term: it re-applies what it renders once (a no-op for unchanged
+        # objects) instead of trusting what an earlier term believed was applied.
+        reconciler = Reconciler(self.kube, self.settings, self.cache, self.writer)
+        tuner = TuningDriver(
+            settings=self.settings,
+            cache=self.cache,
+            writer=self.writer,
+            apply=self.kube.apply,
+            wake=reconciler.trigger,
+        )
+        self.reconciler = reconciler
+        self.tasks = [
+            asyncio.create_task(reconciler.run_forever(), name="reconcile"),
+            asyncio.create_task(tuner.run_forever(), name="tuning"),
+        ]
+
+    async def stop_leading(self) -> None:
+        tasks, self.tasks, self.reconciler = self.tasks, [], None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def trigger(self, key: str | None = None) -> None:
+        if self.reconciler is not None:
+            self.reconciler.trigger(key)
+
+    def forget(self, key: str) -> None:
+        self.writer.forget(key)
+        if self.reconciler is not None:
+            self.reconciler.forget(key)
+
+    def forget_applied(self, key: str) -> None:
+        if self.reconciler is not None:
+            self.reconciler.forget_applied(key)
+
+
+def _operator(memo: kopf.Memo) -> Operator:
+    op: Operator = memo["operator"]
+    return op
+
+
+def identity() -> str:
+    """This replica's name in the Lease and in Events: the pod's name, else host and PID."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def lease_namespace(settings: Settings) -> str:
+    if settings.lease_namespace:
+        return settings.lease_namespace
+    with contextlib.suppress(OSError):
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    return "edgetenant-system"
 
 
 @kopf.on.login()
@@ -85,8 +163,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = config.watch_timeout_s + 30
     settings.watching.connect_timeout = 30
     settings.posting.level = logging.WARNING  # our own Events are posted by the reconciler
-    settings.peering.name = config.peering
-    settings.peering.mandatory = False  # runs without the peering CRD; HA needs it installed
     settings.persistence.finalizer = "edgetenant.io/operator"  # never added: no deletion handlers
     settings.persistence.diffbase_storage = _NoChangeTracking()
     settings.persistence.progress_storage = _NoProgress()
@@ -97,73 +173,89 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             max_workers=2 * config.parallel_reconciles, thread_name_prefix="edgetenant"
         )
     )
-    reconciler = Reconciler(Kube(), config)
-    memo["reconciler"] = reconciler
-    memo["tasks"] = [
-        asyncio.create_task(reconciler.run_forever(), name="reconcile"),
-        asyncio.create_task(TuningDriver(reconciler, config).run_forever(), name="tuning"),
-    ]
-    serve_metrics(config, reconciler)
-    log.info("edgetenant operator started: %s", config)
+    me = identity()
+    op = Operator(config, Kube(identity=me))
+    memo["operator"] = op
+    if config.standalone:
+        await op.start_leading()
+    else:
+        elector = LeaderElector(
+            op.kube,
+            identity=me,
+            namespace=lease_namespace(config),
+            name=config.lease_name,
+            lease_duration_s=config.lease_duration_s,
+            renew_deadline_s=config.renew_deadline_s,
+            retry_period_s=config.retry_period_s,
+        )
+        memo["election"] = asyncio.create_task(
+            elector.run(op.start_leading, op.stop_leading), name="leader-election"
+        )
+    serve_metrics(config.metrics_port, config.metrics_address)
+    log.info("edgetenant operator %s started: %s", me, config)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    for task in memo.get("tasks", []):
-        task.cancel()
+    election = memo.get("election")
+    if election is not None:
+        election.cancel()  # releases the lease if this replica holds it
+        with contextlib.suppress(asyncio.CancelledError):
+            await election
+    op = memo.get("operator")
+    if op is not None:
+        await op.stop_leading()
 
 
 @kopf.on.event("v1", "nodes")
-def node_event(type: str, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> None:
-    reconciler = _reconciler(memo)
+async def node_event(type: str, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> None:
+    op = _operator(memo)
     if type == "DELETED":
-        reconciler.cache.nodes.pop(name, None)
+        op.cache.nodes.pop(name, None)
     else:
-        reconciler.cache.nodes[name] = _plain(body)
-    reconciler.trigger()
+        op.cache.nodes[name] = _plain(body)
+    op.trigger()
 
 
 @kopf.on.event(GROUP, VERSION, "acceleratorclasses")
-def class_event(type: str, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> None:
-    reconciler = _reconciler(memo)
+async def class_event(type: str, body: kopf.Body, name: str, memo: kopf.Memo, **_: Any) -> None:
+    op = _operator(memo)
     if type == "DELETED":
-        reconciler.cache.classes.pop(name, None)
+        op.cache.classes.pop(name, None)
     else:
-        reconciler.cache.classes[name] = _plain(body)
-    reconciler.trigger()
+        op.cache.classes[name] = _plain(body)
+    op.trigger()
 
 
 @kopf.on.event(GROUP, VERSION, "modelprofiles")
-def profile_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    reconciler = _reconciler(memo)
+async def profile_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    op = _operator(memo)
     key = tenant_key(dict(body))
     if type == "DELETED":
-        reconciler.cache.profiles.pop(key, None)
+        op.cache.profiles.pop(key, None)
     else:
-        reconciler.cache.profiles[key] = _plain(body)
-    reconciler.trigger()
+        op.cache.profiles[key] = _plain(body)
+    op.trigger()
 
 
 @kopf.on.event(GROUP, VERSION, "inferencetenants")
-def tenant_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    reconciler = _reconciler(memo)
+async def tenant_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    op = _operator(memo)
     key = tenant_key(dict(body))
     if type == "DELETED":
-        reconciler.cache.tenants.pop(key, None)
-        reconciler.forget(key)
+        op.cache.tenants.pop(key, None)
+        op.forget(key)
     else:
-        reconciler.accept_tenant(key, _plain(body))
-    reconciler.trigger(key)
+        op.cache.put_tenant(key, _plain(body))
+    op.trigger(key)
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
-def pod_event(
-    type: str, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
-) -> None:
-    reconciler = _reconciler(memo)
-    key = reconciler.cache.put_pod(_plain(body), deleted=type == "DELETED")
+async def pod_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    op = _operator(memo)
+    key = op.cache.put_pod(_plain(body), deleted=type == "DELETED")
     if key is not None:
-        reconciler.trigger(key)
+        op.trigger(key)
 
 
 def _child_event(type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo) -> None:
@@ -171,23 +263,27 @@ def _child_event(type: str, body: kopf.Body, namespace: str | None, memo: kopf.M
         return
     tenant = body.get("metadata", {}).get("labels", {}).get(TENANT_LABEL)
     if tenant:
-        reconciler = _reconciler(memo)
-        reconciler.forget_applied(f"{namespace}/{tenant}")
-        reconciler.trigger(f"{namespace}/{tenant}")
+        op = _operator(memo)
+        op.forget_applied(f"{namespace}/{tenant}")
+        op.trigger(f"{namespace}/{tenant}")
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-def deployment_event(type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def deployment_event(
+    type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
     _child_event(type, body, namespace, memo)
 
 
 @kopf.on.event("v1", "services", labels=MANAGED)
-def service_event(type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def service_event(type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     _child_event(type, body, namespace, memo)
 
 
 @kopf.on.event("v1", "configmaps", labels=MANAGED)
-def config_map_event(type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def config_map_event(
+    type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
     _child_event(type, body, namespace, memo)
 
 
@@ -197,11 +293,14 @@ def main(argv: list[str] | None = None) -> int:
         "--kubeconfig", default=os.environ.get("KUBECONFIG"), help="default: in-cluster or $KUBECONFIG"
     )
     parser.add_argument(
-        "--standalone", action="store_true", help="no peering (a single operator, e.g. tests)"
+        "--standalone",
+        action="store_true",
+        help="no leader election: this replica always runs the loops (only ever run one such operator)",
     )
-    parser.add_argument("--liveness", default=None, help="e.g. http://0.0.0.0:8081/healthz")
-    parser.add_argument("--priority", type=int, default=int(os.environ.get("EDGETENANT_PRIORITY", "0")))
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "--liveness", default=None, help="serve kopf's liveness probe, e.g. http://0.0.0.0:8081/healthz"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -212,10 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     load_config(args.kubeconfig)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
-    kopf.run(
-        clusterwide=True,
-        standalone=args.standalone,
-        priority=args.priority,
-        liveness_endpoint=args.liveness,
-    )
+    if args.standalone:
+        os.environ["EDGETENANT_STANDALONE"] = "true"
+    # kopf's own peering stays off: it would pause a standby's watches (its cache would go cold), and
+    # it does not gate our loops; the Lease does (leader.py).
+    kopf.run(clusterwide=True, standalone=True, liveness_endpoint=args.liveness)
     return 0

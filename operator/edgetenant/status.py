@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from edgetenant.placement import Placement
@@ -18,6 +19,65 @@ from edgetenant.placement import Placement
 MOVE_WINDOW = timedelta(hours=1)
 MAX_MOVE_HISTORY = 10
 OWNED_CONDITIONS = ("Ready", "Reconciling", "Stalled", "Placed", "ModelLoaded")
+
+
+class Writer(StrEnum):
+    """Who writes a status field. One owner per field: a writer never regresses another's fields."""
+
+    RECONCILER = "reconciler"
+    TUNING = "tuning"
+
+
+FIELDS: dict[Writer, frozenset[str]] = {
+    Writer.RECONCILER: frozenset(
+        {
+            "observedGeneration",
+            "targetPlacement",
+            "activePlacement",
+            "moveHistory",
+            "movesInLastHour",
+            "endpoint",
+            "modelName",
+            "replicas",
+            "selector",
+        }
+    ),
+    Writer.TUNING: frozenset({"concurrency", "lastDecision", "observed", "lastFailure"}),
+}
+CONDITIONS: dict[Writer, tuple[str, ...]] = {
+    Writer.RECONCILER: OWNED_CONDITIONS,
+    Writer.TUNING: ("MetricsAvailable", "SLOMet"),
+}
+CONDITION_ORDER = (*CONDITIONS[Writer.RECONCILER], *CONDITIONS[Writer.TUNING])
+
+
+def owned_patch(latest: dict[str, Any], proposed: dict[str, Any], writer: Writer) -> dict[str, Any]:
+    """The merge patch that writes `writer`'s part of `proposed` over the newest status `latest`.
+
+    Fields another writer owns are dropped, whatever `proposed` says about them; conditions are merged
+    by type (a merge patch replaces the whole list). The reconciler also seeds `concurrency` (what
+    was rendered) until the tuning loop has decided once. Empty when nothing would change.
+    """
+    owned = FIELDS[writer]
+    patch = {
+        key: value
+        for key, value in proposed.items()
+        if latest.get(key) != value
+        and (
+            key in owned
+            or (key == "concurrency" and writer is Writer.RECONCILER and not latest.get("lastDecision"))
+        )
+    }
+    if "conditions" in proposed:
+        mine = {c["type"]: c for c in proposed["conditions"] if c["type"] in CONDITIONS[writer]}
+        others = [c for c in latest.get("conditions", []) if c["type"] not in CONDITIONS[writer]]
+        merged = sorted(
+            [*others, *mine.values()],
+            key=lambda c: CONDITION_ORDER.index(c["type"]) if c["type"] in CONDITION_ORDER else 99,
+        )
+        if merged != latest.get("conditions", []):
+            patch["conditions"] = merged
+    return patch
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +91,7 @@ class PodView:
     model_ready: bool
     message: str  # why not ready, in words ("" when ready)
     fetch_failed: str = ""  # the model fetcher's error, when its init container failed
+    template: str = ""  # the pod template it runs (render.kube.TEMPLATE_ANNOTATION)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +110,9 @@ class Observation:
     replicas: int
     estimated: bool = False
     model_name: str | None = None
+    # The pod template the operator rendered for the target; only its pods count as serving the target
+    # (a pod left from an earlier template on the same node may still be ready).
+    template: str | None = None
     events: list[tuple[str, str, str]] = field(default_factory=list)  # filled by desired_status
 
 
@@ -149,7 +213,11 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
 
     # --- ModelLoaded / activePlacement ------------------------------------------------------------
     ready_pods = [pod for pod in obs.pods if pod.model_ready]
-    on_target = [pod for pod in ready_pods if target is not None and pod.node == target["node"]]
+    on_target = [
+        pod
+        for pod in ready_pods
+        if target is not None and obs.template is not None and pod.template == obs.template
+    ]
     if on_target and target is not None:
         new_active: dict[str, Any] | None = target
     elif ready_pods and active is not None and any(pod.node == active["node"] for pod in ready_pods):

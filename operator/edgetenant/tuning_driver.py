@@ -1,36 +1,51 @@
-"""The tuning loop inside the operator: one `tune_tick` per Auto (or Fixed) tenant per interval.
+"""The tuning loop inside the operator: one `tune_tick` per serving tenant per tuning interval.
 
 The pure controller and its edge (tuning.loop) know nothing of Kubernetes. This module gives them the
-tenant's knobs, its ready pods' IPs (every pod gets every change), its Prometheus
-selector, and keeps the result: `status.concurrency` / `lastDecision` / `observed`, the
-`MetricsAvailable` and `SLOMet` conditions, an Event per change, operator metrics, the tuned instance
-count in the ConfigMap (through the reconciler, which renders it from `status.concurrency.target`),
-and the learned points in an online ModelProfile so placement improves with use.
+tenant's knobs, its ready pods' IPs (every pod gets every change) and its Prometheus selector, and
+keeps the result: `status.concurrency` / `lastDecision` / `observed` / `lastFailure`, the
+`MetricsAvailable` and `SLOMet` conditions, an Event per change, operator metrics, and the learned
+points in an online ModelProfile so placement improves with use. It meets the reconciler at one seam:
+status and Events go through the `TenantWriter` (which lets it write only the fields it owns), and
+`wake(key)` asks the reconciler to render the new instance count into the tenant's ConfigMap.
+
+Each tenant is judged on its own interval: the rate window spans at least three scrapes of the
+interval Prometheus really uses for the tenant's pods (from its targets API), so tuning works with
+15-60 s scrapes as well as the lab's 2 s (docs/tuning.md).
+
+Tuning state is kept per tenant UID: a tenant deleted and created again under the same name starts
+afresh. A kernel OOM kill of a tenant's Triton (as the kubelet reports it) backs the instance count
+off below the count that was killed, records it as the ceiling, and lowers the ConfigMap, so the
+restarted container fits and the crash loop ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pydantic
 
+from edgetenant.adapters import prometheus
 from edgetenant.api.models import AcceleratorClass, ConcurrencyMode, InferenceTenant
+from edgetenant.cache import ClusterCache
 from edgetenant.errors import EdgeTenantError
 from edgetenant.metrics import TENANT_CONCURRENCY, TUNING_DECISIONS
 from edgetenant.render.kube import HTTP_PORT, served_model_name, triton_spec
-from edgetenant.status import condition, iso
+from edgetenant.settings import Settings
+from edgetenant.status import Writer, condition, iso
+from edgetenant.status_writer import TenantWriter
 from edgetenant.tuning import Decision, TunerState
 from edgetenant.tuning.data import config_for_tenant
-from edgetenant.tuning.loop import render_from_spec, target_for, tune_tick
-
-if TYPE_CHECKING:
-    from edgetenant.reconcile import Reconciler
-    from edgetenant.settings import Settings
+from edgetenant.tuning.loop import TuningTarget, render_from_spec, target_for, tune_tick
+from edgetenant.tuning.policy import ceiling_expires_at, out_of_memory
 
 log = logging.getLogger(__name__)
 TUNING_CONDITIONS = ("MetricsAvailable", "SLOMet")
+SCRAPE_INTERVAL_TTL_S = 300.0  # look the tenant's scrape interval up again after this
 
 
 def tuning_status(old: dict[str, Any], decision: Decision, generation: int) -> dict[str, Any]:
@@ -48,13 +63,14 @@ def tuning_status(old: dict[str, Any], decision: Decision, generation: int) -> d
     )
     slo_reason = {True: "WithinSLO", False: "SLOViolated", None: "NoSLOOrNoData"}[decision.slo_met]
     slo = condition(conditions, "SLOMet", decision.slo_met, slo_reason, "", generation=generation, now=now)
-    others = [c for c in old.get("conditions", []) if c["type"] not in TUNING_CONDITIONS]
+    expires = ceiling_expires_at(decision.state)
     status: dict[str, Any] = {
-        "conditions": [*others, metrics, slo],
+        "conditions": [metrics, slo],
         "concurrency": {
             "current": decision.state.current,
             "target": decision.target,
             "ceiling": decision.ceiling,
+            "ceilingExpiresAt": iso(expires) if expires is not None else None,
         },
         "lastDecision": decision.summary(),
     }
@@ -68,6 +84,34 @@ def tuning_status(old: dict[str, Any], decision: Decision, generation: int) -> d
             "at": iso(s.at),
         }
     return status
+
+
+def oom_status(old: dict[str, Any], decision: Decision, message: str) -> dict[str, Any]:
+    """The tuning fields after an OOM kill: the backed-off count and the failure (pure)."""
+    status = tuning_status(old, decision, int(old.get("observedGeneration") or 0))
+    status.pop("conditions")  # metrics say nothing new
+    status["lastFailure"] = {"at": iso(decision.at), "reason": "OutOfMemory", "message": message[:1024]}
+    return status
+
+
+def oom_kills(pods: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(identity, message) of every kernel OOM kill of a Triton container the pods report (pure).
+    The identity names one kill (pod uid, restart count, finish time), so each is acted on once."""
+    kills = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            for state in (container.get("lastState") or {}, container.get("state") or {}):
+                terminated = state.get("terminated") or {}
+                if terminated.get("reason") != "OOMKilled":
+                    continue
+                identity = f"{meta.get('uid')}/{container.get('restartCount')}/{terminated.get('finishedAt')}"
+                message = (
+                    f"the kernel killed container {container.get('name')} of pod {meta.get('name')} "
+                    f"(exit {terminated.get('exitCode', 137)}) for going over its memory limit"
+                )
+                kills.append((identity, message))
+    return kills
 
 
 def profile_body(
@@ -103,103 +147,206 @@ def profile_body(
 
 
 class TuningDriver:
-    def __init__(self, reconciler: Reconciler, settings: Settings) -> None:
-        self.reconciler = reconciler
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        cache: ClusterCache,
+        writer: TenantWriter,
+        apply: Callable[[dict[str, Any]], Awaitable[Any]],
+        wake: Callable[[str], None],
+    ) -> None:
         self.settings = settings
-        self.states: dict[str, TunerState] = {}
+        self.cache = cache
+        self.writer = writer
+        self.apply: Callable[[dict[str, Any]], Awaitable[Any]] = apply  # adapters.kube.Kube.apply
+        self.wake = wake  # ask the reconciler to render the tenant again
+        self.states: dict[str, TunerState] = {}  # tenant UID -> controller state
+        self.next_due: dict[str, float] = {}  # tenant UID -> monotonic time of its next tick
+        self.scrape: dict[str, tuple[float, float]] = {}  # tenant UID -> (interval, looked up at)
+        self.ooms_seen: dict[str, set[str]] = {}  # tenant UID -> OOM kills already acted on
         self.learned_seen: dict[str, int] = {}
+        self.prometheus = prometheus.connect(settings.prometheus_url)
 
     async def run_forever(self) -> None:
+        poll_s = min(self.settings.tune_interval_s, 5.0)
         while True:
-            await asyncio.sleep(self.settings.tune_interval_s)
-            keys = list(self.reconciler.cache.tenants)
-            results = await asyncio.gather(*(self.tick(key) for key in keys), return_exceptions=True)
-            for key, result in zip(keys, results, strict=True):
+            await asyncio.sleep(poll_s)
+            self.forget_gone()
+            now = time.monotonic()
+            due = [key for key, body in self.cache.tenants.items() if self.is_due(_uid(body), now)]
+            results = await asyncio.gather(*(self.tick(key) for key in due), return_exceptions=True)
+            for key, result in zip(due, results, strict=True):
                 if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                    log.warning("tuning %s failed: %s", key, result)
+                    log.warning("tuning %s failed: %s", key, result, exc_info=result)
 
-    def state_for(self, key: str, tenant: InferenceTenant, status: dict[str, Any]) -> TunerState:
+    def is_due(self, uid: str, now: float) -> bool:
+        # A tenant seen for the first time waits one interval, like a pod that just started serving.
+        due = self.next_due.setdefault(uid, now + self.settings.tune_interval_s)
+        return now >= due
+
+    def forget_gone(self) -> None:
+        live = {_uid(body) for body in self.cache.tenants.values()}
+        for table in (self.states, self.next_due, self.scrape, self.ooms_seen, self.learned_seen):
+            for uid in [u for u in table if u not in live]:
+                del table[uid]
+
+    def state_for(
+        self, uid: str, tenant: InferenceTenant, status: dict[str, Any], scrape_s: float
+    ) -> TunerState:
         concurrency = status.get("concurrency") or {}
-        # Two readings per judgement: edge devices shared by several tenants are noisy.
-        config = config_for_tenant(tenant, ceiling=concurrency.get("ceiling"), probe_readings=2)
-        known = self.states.get(key)
+        # Two readings per judgement: edge devices shared by several tenants are noisy. Samples may be
+        # up to two scrapes old before the metrics count as stale.
+        config = config_for_tenant(
+            tenant,
+            probe_readings=2,
+            max_signal_age_s=max(60.0, 2 * scrape_s + 15.0),
+            ceiling_ttl_s=self.settings.ceiling_ttl_s,
+        )
+        known = self.states.get(uid)
         if known is not None:
             return known.model_copy(update={"config": config})
-        # After a restart: resume from what the status says runs now (never back to `initial`).
+        # After a restart (or a change of leader): resume from what the status says runs now (never
+        # back to `initial`), with the ceiling it recorded and when that ceiling expires.
         state = TunerState.from_status(None, config)
         if concurrency.get("target"):
-            state = state.model_copy(
-                update={"current": int(concurrency["target"]), "ceiling": concurrency.get("ceiling")}
+            state = state.model_copy(update={"current": int(concurrency["target"])})
+        if concurrency.get("ceiling"):
+            expires = concurrency.get("ceilingExpiresAt")
+            learned = (
+                datetime.fromisoformat(str(expires).replace("Z", "+00:00"))
+                - timedelta(seconds=self.settings.ceiling_ttl_s)
+                if expires
+                else datetime.now(UTC)
             )
+            state = state.model_copy(update={"ceiling": int(concurrency["ceiling"]), "ceiling_at": learned})
         return state
 
+    async def scrape_interval(self, uid: str, namespace: str, pod_regex: str) -> float:
+        """The scrape interval Prometheus uses for the tenant's pods (the setting when it cannot tell)."""
+        known = self.scrape.get(uid)
+        if known is not None and time.monotonic() - known[1] < SCRAPE_INTERVAL_TTL_S:
+            return known[0]
+        try:
+            found = await prometheus.scrape_interval_s(
+                self.prometheus, {"namespace": namespace}, {"pod": pod_regex}
+            )
+        except EdgeTenantError as error:
+            log.debug("scrape interval of %s/%s unknown: %s", namespace, pod_regex, error)
+            found = None
+        interval = found or self.settings.scrape_interval_s
+        if found is not None:  # only a real answer is remembered; the fallback is asked again
+            self.scrape[uid] = (interval, time.monotonic())
+        return interval
+
     async def tick(self, key: str) -> Decision | None:
-        body = self.reconciler.cache.tenants.get(key)
+        body = self.cache.tenants.get(key)
         if body is None:
             return None
+        uid = _uid(body)
+        self.next_due[uid] = time.monotonic() + self.settings.tune_interval_s
+        try:
+            tenant = InferenceTenant.model_validate(body)
+        except pydantic.ValidationError:
+            return None
+        namespace, name = str(tenant.metadata.namespace), str(tenant.metadata.name)
+        pod_regex = f"{name}-[a-z0-9]+-[a-z0-9]+"
         status = body.get("status") or {}
+        scrape_s = await self.scrape_interval(uid, namespace, pod_regex)
+        state = self.state_for(uid, tenant, status, scrape_s)
+        if await self.handle_oom(key, uid, tenant, state, status):
+            return None
         target_placement = status.get("targetPlacement")
         loaded = any(
             c["type"] == "ModelLoaded" and c["status"] == "True" for c in status.get("conditions", [])
         )
-        if not target_placement or not loaded:
+        klass_body = self.cache.classes.get((target_placement or {}).get("acceleratorClass", ""))
+        endpoints = self.cache.serving_ips(key)
+        if not target_placement or not loaded or klass_body is None or not endpoints:
             return None  # nothing serves yet: nothing to tune
         try:
-            tenant = InferenceTenant.model_validate(body)
-            klass = AcceleratorClass.model_validate(
-                self.reconciler.cache.classes[target_placement["acceleratorClass"]]
-            )
-        except (pydantic.ValidationError, KeyError):
+            klass = AcceleratorClass.model_validate(klass_body)
+            spec = triton_spec(tenant, klass, state.current)
+        except (pydantic.ValidationError, ValueError):
             return None
-        namespace, name = str(tenant.metadata.namespace), str(tenant.metadata.name)
-        endpoints = self.reconciler.cache.serving_ips(key)
-        if not endpoints:
-            return None
-        state = self.state_for(key, tenant, status)
-        spec = triton_spec(tenant, klass, state.current)
-        target = target_for(
+        interval = prometheus.tuning_interval_s(scrape_s, self.settings.tune_interval_s)
+        self.next_due[uid] = time.monotonic() + interval
+        target: TuningTarget = target_for(
             model=served_model_name(tenant),
             endpoints=[f"http://{ip}:{HTTP_PORT}" for ip in endpoints],
             prometheus_url=self.settings.prometheus_url,
             render_config=render_from_spec(spec),
             labels={"namespace": namespace},
-            label_regexes={"pod": f"{name}-[a-z0-9]+-[a-z0-9]+"},
-            # One interval's worth of samples (less a scrape), so each change is judged on the next tick.
-            window_s=max(6.0, self.settings.tune_interval_s - self.settings.scrape_interval_s),
+            label_regexes={"pod": pod_regex},
+            window_s=prometheus.rate_window_s(scrape_s, self.settings.tune_interval_s),
         )
         decision = await tune_tick(state, target)
-        self.states[key] = decision.state
-        await self.record(key, tenant, decision, target_placement)
+        self.states[uid] = decision.state
+        await self.record(key, uid, tenant, decision, target_placement)
         return decision
 
+    async def handle_oom(
+        self, key: str, uid: str, tenant: InferenceTenant, state: TunerState, status: dict[str, Any]
+    ) -> bool:
+        """Act once on each new kernel OOM kill of the tenant's Triton; True when one was handled."""
+        seen = self.ooms_seen.setdefault(uid, set())
+        fresh = [
+            (identity, message)
+            for identity, message in oom_kills(self.cache.pods_of(key))
+            if identity not in seen
+        ]
+        if not fresh:
+            return False
+        seen.update(identity for identity, _ in fresh)
+        if tenant.spec.concurrency.mode == ConcurrencyMode.FIXED:
+            return False  # the count is the user's; status shows the kill (ModelLoaded) and they decide
+        running = int((status.get("concurrency") or {}).get("current") or state.current)
+        message = fresh[-1][1]
+        decision = out_of_memory(state, max(running, state.current), datetime.now(UTC), message)
+        self.states[uid] = decision.state
+        await self.writer.write_status(key, Writer.TUNING, lambda old: oom_status(old, decision, message))
+        body = self.cache.tenants.get(key)
+        if body is not None:
+            await self.writer.event(body, "Warning", "OOMKilled", decision.reason)
+        self.wake(key)  # the ConfigMap gets the lower count before the container restarts again
+        log.warning("%s: %s", key, decision.reason)
+        return True
+
     async def record(
-        self, key: str, tenant: InferenceTenant, decision: Decision, placement: dict[str, Any]
+        self, key: str, uid: str, tenant: InferenceTenant, decision: Decision, placement: dict[str, Any]
     ) -> None:
         namespace, name = str(tenant.metadata.namespace), str(tenant.metadata.name)
         generation = int(tenant.metadata.generation or 0)
-        await self.reconciler.write_status(key, lambda old: tuning_status(old, decision, generation))
+        await self.writer.write_status(
+            key, Writer.TUNING, lambda old: tuning_status(old, decision, generation)
+        )
         TUNING_DECISIONS.labels(namespace, name, decision.action.value).inc()
         TENANT_CONCURRENCY.labels(namespace, name, "current").set(decision.state.current)
         TENANT_CONCURRENCY.labels(namespace, name, "target").set(decision.target)
-        body = self.reconciler.cache.tenants.get(key)
+        body = self.cache.tenants.get(key)
         if decision.changed and body is not None:
             kind = "Warning" if decision.action.value in {"BackOff", "StepBack"} else "Normal"
-            await self.reconciler.event(body, kind, decision.action.value, decision.reason)
-            self.reconciler.trigger(key)  # re-render the ConfigMap with the new instance count
+            await self.writer.event(body, kind, decision.action.value, decision.reason)
+            self.wake(key)  # re-render the ConfigMap with the new instance count
         if tenant.spec.concurrency.mode == ConcurrencyMode.AUTO:
-            await self.learn(key, tenant, decision.state, placement)
+            await self.learn(uid, tenant, decision.state, placement)
 
     async def learn(
-        self, key: str, tenant: InferenceTenant, state: TunerState, placement: dict[str, Any]
+        self, uid: str, tenant: InferenceTenant, state: TunerState, placement: dict[str, Any]
     ) -> None:
         learned = len(state.points)
-        if learned == self.learned_seen.get(key):
+        if learned == self.learned_seen.get(uid):
             return
         body = profile_body(tenant, placement["acceleratorClass"], placement["node"], state)
         if body is None:
             return
         try:
-            await self.reconciler.kube.apply(body)
-            self.learned_seen[key] = learned
+            await self.apply(body)
+            self.learned_seen[uid] = learned
         except EdgeTenantError as error:
-            log.warning("could not record the learned profile of %s: %s", key, error)
+            log.warning("could not record the learned profile of %s: %s", tenant.key, error)
+
+
+def _uid(body: dict[str, Any]) -> str:
+    meta = body.get("metadata") or {}
+    return str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")

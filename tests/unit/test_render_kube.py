@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from edgetenant.api.models import AcceleratorClass, InferenceTenant
-from edgetenant.render.kube import RenderSettings, render_all
+from edgetenant.render.kube import RenderSettings, deployment_template_hash, render_all
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def test_gpu_tenant_gets_its_device_node_tolerations_and_runtime_class() -> None
     objects = by_kind(render_all(tenant(), klass("jetson-tx2"), "jetson-tx2-1", 3, RenderSettings()))
     pod = objects["Deployment"]["spec"]["template"]["spec"]
     triton = pod["containers"][0]
-    assert triton["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert triton["resources"]["limits"]["nvidia.com/gpu"] == "1"
     term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"
     ][0]
@@ -92,3 +92,39 @@ def test_rendering_is_deterministic() -> None:
     first = render_all(tenant(), klass("jetson-nano"), "jetson-nano-1", 2, RenderSettings())
     second = render_all(tenant(), klass("jetson-nano"), "jetson-nano-1", 2, RenderSettings())
     assert first == second
+
+
+def test_memory_limit_holds_the_most_instances_the_spec_allows() -> None:
+    body = tenant(
+        model={"format": "onnx", "uri": "http://127.0.0.1:18080/m.onnx", "memoryHintMiB": 300},
+        concurrency={"mode": "Auto", "min": 1, "max": 4, "initial": 2},
+    )
+    settings = RenderSettings(triton_overhead_mib=200)
+    deployment = by_kind(render_all(body, klass("jetson-tx2"), "jetson-tx2-1", 2, settings))["Deployment"]
+    resources = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["requests"]["memory"] == f"{200 + 2 * 300}Mi"
+    assert resources["limits"]["memory"] == f"{200 + 4 * 300}Mi"
+    measured = render_all(body, klass("jetson-tx2"), "jetson-tx2-1", 2, settings, measured_instance_mib=100.4)
+    limits = by_kind(measured)["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"][
+        "limits"
+    ]
+    assert limits["memory"] == f"{200 + 4 * 100}Mi", "a measured profile wins over the hint"
+
+
+def test_tuning_never_changes_the_pod_template() -> None:
+    def template_hash(instances: int, **kwargs: Any) -> str:
+        objects = render_all(
+            tenant(), klass("jetson-tx2"), "jetson-tx2-1", instances, RenderSettings(), **kwargs
+        )
+        return deployment_template_hash(by_kind(objects)["Deployment"])
+
+    assert template_hash(1) == template_hash(5), "instance counts live in the ConfigMap, not the template"
+    assert template_hash(1) == template_hash(1, surge=False), "the rollout strategy is not the template"
+    other_node = render_all(tenant(), klass("jetson-tx2"), "jetson-tx2-2", 1, RenderSettings())
+    assert deployment_template_hash(by_kind(other_node)["Deployment"]) != template_hash(1)
+
+
+def test_without_a_spare_device_the_rollout_replaces_the_pod() -> None:
+    objects = render_all(tenant(), klass("jetson-tx2"), "jetson-tx2-1", 1, RenderSettings(), surge=False)
+    strategy = by_kind(objects)["Deployment"]["spec"]["strategy"]
+    assert strategy["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}

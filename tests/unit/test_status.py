@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edgetenant.placement import Placement
-from edgetenant.status import Observation, PodView, desired_status, status_changed
+from edgetenant.status import Observation, PodView, Writer, desired_status, owned_patch, status_changed
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -15,8 +15,18 @@ def placement(node: str = "jetson-tx2-1", klass: str = "jetson-tx2") -> Placemen
     return Placement("ns/t", node, klass, 0, 2, 30.0, 40.0, estimated=False)
 
 
-def pod(node: str, ready: bool, name: str = "t-1", fetch_failed: str = "") -> PodView:
-    return PodView(name, node, "127.64.0.9", "Running", ready, "" if ready else "not loaded", fetch_failed)
+def template_of(node: str, klass: str) -> str:
+    """Stands in for the rendered pod template's hash: one per (class, node) in these tests."""
+    return f"{klass}@{node}"
+
+
+def pod(
+    node: str, ready: bool, name: str = "t-1", fetch_failed: str = "", klass: str = "jetson-tx2"
+) -> PodView:
+    message = "" if ready else "not loaded"
+    return PodView(
+        name, node, "127.64.0.9", "Running", ready, message, fetch_failed, template_of(node, klass)
+    )
 
 
 def observe(
@@ -37,6 +47,7 @@ def observe(
         resource="nvidia.com/gpu",
         selector="edgetenant.io/tenant=t",
         replicas=len(pods),
+        template=template_of(placed.node, placed.accelerator_class) if placed else None,
     )
 
 
@@ -79,7 +90,10 @@ def test_a_move_is_make_before_break() -> None:
     settled = desired_status({}, observe(placement(), (pod("jetson-tx2-1", ready=True),)), NOW)
     moving_obs = observe(
         placement("jetson-nano-1", "jetson-nano"),
-        (pod("jetson-tx2-1", ready=True), pod("jetson-nano-1", ready=False, name="t-2")),
+        (
+            pod("jetson-tx2-1", ready=True),
+            pod("jetson-nano-1", ready=False, name="t-2", klass="jetson-nano"),
+        ),
     )
     moving = desired_status(settled, moving_obs, NOW + timedelta(seconds=1))
     assert moving["targetPlacement"]["node"] == "jetson-nano-1"
@@ -90,7 +104,8 @@ def test_a_move_is_make_before_break() -> None:
     assert moving["movesInLastHour"] == 1
     assert any(e[1] == "MoveStarted" for e in moving_obs.events)
     done_obs = observe(
-        placement("jetson-nano-1", "jetson-nano"), (pod("jetson-nano-1", ready=True, name="t-2"),)
+        placement("jetson-nano-1", "jetson-nano"),
+        (pod("jetson-nano-1", ready=True, name="t-2", klass="jetson-nano"),),
     )
     done = desired_status(moving, done_obs, NOW + timedelta(seconds=20))
     assert done["activePlacement"]["node"] == "jetson-nano-1"
@@ -166,3 +181,52 @@ def test_current_concurrency_is_what_was_rendered_until_the_tuner_reports() -> N
     assert loading["concurrency"]["current"] == 0, "nothing serves yet"
     serving = desired_status(loading, observe(placement(), (pod("jetson-tx2-1", ready=True),)), NOW)
     assert serving["concurrency"] == {"current": 1, "target": 1}
+
+
+def test_a_class_change_on_the_same_node_is_not_ready_from_the_old_pod() -> None:
+    settled = desired_status({}, observe(placement(), (pod("jetson-tx2-1", ready=True),)), NOW)
+    # Same node, another class: the old pod (old template) still answers ready.
+    obs = observe(placement("jetson-tx2-1", "x86-cpu"), (pod("jetson-tx2-1", ready=True),))
+    changing = desired_status(settled, obs, NOW + timedelta(seconds=1))
+    assert conditions(changing)["Ready"][0] == "False"
+    assert changing["activePlacement"]["acceleratorClass"] == "jetson-tx2", "the old copy still serves"
+    new_pod = pod("jetson-tx2-1", ready=True, name="t-2", klass="x86-cpu")
+    done = desired_status(changing, observe(placement("jetson-tx2-1", "x86-cpu"), (new_pod,)), NOW)
+    assert conditions(done)["Ready"][0] == "True"
+    assert done["activePlacement"]["acceleratorClass"] == "x86-cpu"
+
+
+def test_each_writer_writes_only_its_own_fields() -> None:
+    latest = {
+        "concurrency": {"current": 3, "target": 3},
+        "lastDecision": {"action": "ScaleUp"},
+        "conditions": [
+            {"type": "Ready", "status": "False"},
+            {"type": "MetricsAvailable", "status": "True"},
+        ],
+    }
+    # A reconciler computed from an older status: its stale instance count must not be written.
+    stale = {
+        "concurrency": {"current": 2, "target": 2},
+        "targetPlacement": {"node": "n"},
+        "conditions": [{"type": "Ready", "status": "True"}, {"type": "MetricsAvailable", "status": "False"}],
+    }
+    patch = owned_patch(latest, stale, Writer.RECONCILER)
+    assert "concurrency" not in patch
+    assert patch["targetPlacement"] == {"node": "n"}
+    assert patch["conditions"] == [
+        {"type": "Ready", "status": "True"},
+        {"type": "MetricsAvailable", "status": "True"},
+    ], "the tuning loop's condition is kept as it is"
+    tuning = owned_patch(
+        latest, {"concurrency": {"current": 4, "target": 4}, "targetPlacement": None}, Writer.TUNING
+    )
+    assert tuning == {"concurrency": {"current": 4, "target": 4}}
+    assert owned_patch(latest, latest, Writer.TUNING) == {}
+
+
+def test_the_reconciler_seeds_concurrency_until_the_tuner_decides() -> None:
+    proposed = {"concurrency": {"current": 1, "target": 1}}
+    assert owned_patch({}, proposed, Writer.RECONCILER) == proposed
+    decided = {"lastDecision": {"action": "Hold"}, "concurrency": {"current": 2, "target": 2}}
+    assert owned_patch(decided, proposed, Writer.RECONCILER) == {}

@@ -1,7 +1,9 @@
-"""The Kubernetes edge: server-side apply, status patches, Events, pods.
+"""The Kubernetes edge: server-side apply, status patches, Events, the leader Lease.
 
 The `kubernetes` client is synchronous, so every call runs in a worker thread and never blocks kopf's
-event loop. Foreign errors become the project's own: TransientError (retry later) or PermanentError.
+event loop, and every call has a timeout, so a hung API server cannot hold a pass for ever. Foreign
+errors become the project's own: ConflictError (409: read again), TransientError (retry later) or
+PermanentError.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -20,10 +22,13 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 from urllib3.exceptions import HTTPError
 
 from edgetenant.api.models import GROUP, VERSION
-from edgetenant.errors import PermanentError, TransientError
+from edgetenant.errors import ConflictError, PermanentError, TransientError
 from edgetenant.metrics import API_REQUESTS
 
 FIELD_MANAGER: Final = "edgetenant"
+# (connect, read) seconds for every API call: long enough for a busy API server on a Raspberry Pi,
+# short enough that a dead one is noticed within a pass.
+REQUEST_TIMEOUT: Final = (5.0, 30.0)
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -39,7 +44,9 @@ def load_config(kubeconfig: str | None = None) -> None:
 def _translate(error: Exception, what: str) -> Exception:
     status = getattr(error, "status", None)
     if isinstance(error, (ApiException, DynamicApiError)) and status is not None:
-        if status in (409, 429) or status >= 500:
+        if status == 409:
+            return ConflictError(f"{what}: HTTP 409 {getattr(error, 'reason', '')}")
+        if status == 429 or status >= 500:
             return TransientError(f"{what}: HTTP {status} {getattr(error, 'reason', '')}")
         body = getattr(error, "body", "") or getattr(error, "summary", lambda: "")()
         return PermanentError(f"{what}: HTTP {status}: {body}")
@@ -64,18 +71,25 @@ class _InMemoryDiscoverer(LazyDiscoverer):
         return
 
 
+def _plain(api_client: client.ApiClient, obj: Any) -> dict[str, Any]:
+    """A client model object as the plain JSON-shaped dict the API server sent."""
+    plain: dict[str, Any] = api_client.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+    return plain
+
+
 class Kube:
     """The few API calls the operator makes, each in a thread, each with translated errors."""
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+    def __init__(self, api_client: client.ApiClient | None = None, *, identity: str = "edgetenant") -> None:
+        self.identity = identity  # this replica, as Events report it
         self.api_client = api_client or client.ApiClient()
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
-        self.discovery = client.DiscoveryV1Api(self.api_client)
+        self.coordination = client.CoordinationV1Api(self.api_client)
         self._dynamic: DynamicClient | None = None
 
-    async def _call(self, what: str, fn: Callable[[], T]) -> T:
-        API_REQUESTS.inc()
+    async def _call(self, what: str, fn: Callable[[], T], *, verb: str = "write") -> T:
+        API_REQUESTS.labels(verb).inc()
         try:
             return await asyncio.to_thread(fn)
         except (ApiException, DynamicApiError, HTTPError, OSError) as error:
@@ -102,21 +116,80 @@ class Kube:
                 namespace=meta.get("namespace"),
                 field_manager=FIELD_MANAGER,
                 force_conflicts=True,
+                _request_timeout=REQUEST_TIMEOUT,
             )
             applied: dict[str, Any] = result.to_dict()
             return applied
 
         return await self._call(what, run)
 
-    async def patch_tenant_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        """A merge patch of the status subresource (the operator never writes spec); returns the object."""
+    async def patch_tenant_status(
+        self, namespace: str, name: str, status: dict[str, Any], *, resource_version: str | None = None
+    ) -> dict[str, Any]:
+        """A merge patch of the status subresource (the operator never writes spec); returns the object.
+
+        With `resource_version` the API server refuses the patch (ConflictError) if the tenant changed
+        since that version: the caller recomputes from the newer one.
+        """
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         updated: Any = await self._call(
             f"patch status of InferenceTenant {namespace}/{name}",
             lambda: self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, "inferencetenants", name, {"status": status}
+                GROUP, VERSION, namespace, "inferencetenants", name, body, _request_timeout=REQUEST_TIMEOUT
             ),
         )
         return dict(updated)
+
+    async def get_tenant(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The tenant as the API server has it now (None when it is gone)."""
+
+        def run() -> dict[str, Any] | None:
+            try:
+                found: Any = self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "inferencetenants", name, _request_timeout=REQUEST_TIMEOUT
+                )
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+            return dict(found)
+
+        return await self._call(f"get InferenceTenant {namespace}/{name}", run, verb="read")
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Lease as a plain dict (None when it does not exist)."""
+
+        def run() -> dict[str, Any] | None:
+            try:
+                lease = self.coordination.read_namespaced_lease(
+                    name, namespace, _request_timeout=REQUEST_TIMEOUT
+                )
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+            return _plain(self.api_client, lease)
+
+        return await self._call(f"get Lease {namespace}/{name}", run, verb="lease")
+
+    async def write_lease(self, namespace: str, name: str, lease: dict[str, Any]) -> dict[str, Any]:
+        """Create the Lease, or replace it at the resourceVersion it carries (ConflictError if someone
+        else wrote it first: exactly one candidate wins a contended acquire)."""
+
+        def run() -> dict[str, Any]:
+            if lease["metadata"].get("resourceVersion"):
+                written = self.coordination.replace_namespaced_lease(
+                    name, namespace, cast(Any, lease), _request_timeout=REQUEST_TIMEOUT
+                )
+            else:
+                written = self.coordination.create_namespaced_lease(
+                    namespace, cast(Any, lease), _request_timeout=REQUEST_TIMEOUT
+                )
+            return _plain(self.api_client, written)
+
+        return await self._call(f"write Lease {namespace}/{name}", run, verb="lease")
 
     async def post_event(
         self,
@@ -145,9 +218,11 @@ class Kube:
             count=1,
             source=client.V1EventSource(component="edgetenant"),
             reporting_component="edgetenant.io/operator",
-            reporting_instance="edgetenant",
+            reporting_instance=self.identity,
         )
         await self._call(
             f"post Event {reason} for {meta['namespace']}/{meta['name']}",
-            lambda: self.core.create_namespaced_event(meta["namespace"], body),
+            lambda: self.core.create_namespaced_event(
+                meta["namespace"], body, _request_timeout=REQUEST_TIMEOUT
+            ),
         )

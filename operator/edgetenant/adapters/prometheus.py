@@ -10,6 +10,7 @@ the selected pods. Foreign errors (requests, prometheus-api-client) become
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 from collections.abc import Mapping
@@ -79,6 +80,62 @@ class SignalQuery:
         if self.read_memory and pod_selector:
             queries["memory_bytes"] = MEMORY_QUERY.format(sel=pod_selector)
         return queries
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def parse_duration_s(text: str) -> float:
+    """A Prometheus duration ("15s", "1m30s", "500ms") in seconds; ValueError when it is not one."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        raise ValueError(f"{text!r} is not a Prometheus duration")
+    return sum(float(number) * _UNIT_S[unit] for number, unit in parts)
+
+
+def query_scrape_interval_s(
+    client: PrometheusConnect, labels: Mapping[str, str], label_regexes: Mapping[str, str]
+) -> float | None:
+    """The scrape interval Prometheus uses for the targets whose labels match (the longest, if they
+    differ), from its targets API; None when no active target matches. Blocking."""
+    try:
+        targets: list[dict[str, Any]] = client.get_targets(state="active").get("activeTargets", [])
+    except (requests.RequestException, PrometheusApiClientException, KeyError) as exc:
+        raise MetricsUnavailable(f"Prometheus at {client.url} did not list its targets: {exc}") from exc
+    patterns = {name: re.compile(f"^(?:{value})$") for name, value in label_regexes.items()}
+    intervals = []
+    for target in targets:
+        found = target.get("labels") or {}
+        if all(found.get(k) == v for k, v in labels.items()) and all(
+            p.match(found.get(k, "")) for k, p in patterns.items()
+        ):
+            with contextlib.suppress(ValueError, TypeError):
+                intervals.append(parse_duration_s(str(target.get("scrapeInterval"))))
+    return max(intervals) if intervals else None
+
+
+async def scrape_interval_s(
+    client: PrometheusConnect, labels: Mapping[str, str], label_regexes: Mapping[str, str]
+) -> float | None:
+    """``query_scrape_interval_s`` off the event loop."""
+    return await asyncio.to_thread(query_scrape_interval_s, client, labels, label_regexes)
+
+
+def rate_window_s(scrape_interval_s: float, tune_interval_s: float) -> float:
+    """The rate window for a target scraped every `scrape_interval_s`.
+
+    At least three scrapes, so `rate()` always has two samples (Prometheus needs two; a window of
+    exactly two intervals sometimes holds only one), and otherwise one tuning interval less one scrape,
+    so each change is judged on samples taken after it. A tuning interval shorter than window + scrape
+    is stretched to it (`tuning_interval_s`).
+    """
+    return max(3.0 * scrape_interval_s, tune_interval_s - scrape_interval_s)
+
+
+def tuning_interval_s(scrape_interval_s: float, tune_interval_s: float) -> float:
+    """How often a tenant scraped every `scrape_interval_s` can be judged: its window plus one scrape."""
+    return max(tune_interval_s, rate_window_s(scrape_interval_s, tune_interval_s) + scrape_interval_s)
 
 
 def connect(url: str, *, timeout_s: float = 5.0) -> PrometheusConnect:

@@ -511,7 +511,13 @@ class ConcurrencyStatus(ApiModel):
     ceiling: int | None = Field(
         default=None,
         ge=1,
-        description="Learned limit: the count at which loading ran out of memory or saturated.",
+        description="Learned limit: the lowest count at which loading or running ran out of memory or "
+        "failed requests. The controller stays below it, and so does placement.",
+    )
+    ceiling_expires_at: datetime | None = Field(
+        default=None,
+        description="When the learned ceiling is forgotten, so the controller may try that count again "
+        "(EDGETENANT_CEILING_TTL_S after it was learned).",
     )
 
 

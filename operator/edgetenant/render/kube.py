@@ -7,10 +7,12 @@ same renderer the data plane and the tuning loop use (`edgetenant.render.triton`
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, Final
 
-from edgetenant.api.models import GROUP, VERSION, AcceleratorClass, InferenceTenant
+from edgetenant.api.models import GROUP, VERSION, AcceleratorClass, ConcurrencyMode, InferenceTenant
 from edgetenant.render.triton import (
     DEFAULT_MODEL_FILENAMES,
     TritonModelSpec,
@@ -28,6 +30,9 @@ METRICS_PORT: Final = 8002
 BATCHING_MODES: Final = {"AUTO": "Auto", "OFF": "Off", "FIXED": "Fixed"}
 # The tenant's pods are restricted-PSS compliant; Triton's images run fine as this user.
 RUN_AS_USER: Final = 1000
+# Every pod carries a hash of the template it was made from: only pods of the template rendered for
+# the target placement count as serving it (a class change on the same node keeps the node).
+TEMPLATE_ANNOTATION: Final = "edgetenant.io/template-hash"
 
 
 # Backend parameters edgetenant reads itself; the others go into the Triton model config.
@@ -56,7 +61,8 @@ class RenderSettings:
 
     fetcher_image: str = "ghcr.io/edgetenant/model-fetcher:0.1.0"
     cpu_request: str = "250m"
-    default_memory_mib: int = 512
+    default_memory_mib: int = 512  # per model instance, without a profile or a hint
+    triton_overhead_mib: int = 256  # Triton itself, before any model instance
 
 
 def served_model_name(tenant: InferenceTenant) -> str:
@@ -133,8 +139,39 @@ def render_config_map(tenant: InferenceTenant, spec: TritonModelSpec) -> dict[st
     }
 
 
-def memory_request_mib(tenant: InferenceTenant, settings: RenderSettings) -> int:
+def instance_memory_mib(tenant: InferenceTenant, settings: RenderSettings, measured: float | None) -> int:
+    """Memory one model instance needs: measured (a ModelProfile) over the hint over the default."""
+    if measured:
+        return max(1, round(measured))
     return tenant.spec.model.memory_hint_mib or settings.default_memory_mib
+
+
+def memory_resources(
+    tenant: InferenceTenant, settings: RenderSettings, measured: float | None
+) -> tuple[str, str]:
+    """(request, limit) for the Triton container.
+
+    The request holds Triton and the instances it starts with; the limit holds the most instances the
+    tenant may ever run (concurrency max, or the Fixed value), so tuning within the spec never rolls
+    the pod. Beyond it the kernel OOM-kills the container, and the tuning loop backs off.
+    """
+    per_instance = instance_memory_mib(tenant, settings, measured)
+    conc = tenant.spec.concurrency
+    fixed = conc.value if conc.mode == ConcurrencyMode.FIXED and conc.value else None
+    most, start = (fixed, fixed) if fixed else (conc.max, conc.initial)
+    request = settings.triton_overhead_mib + per_instance * start
+    limit = settings.triton_overhead_mib + per_instance * most
+    return f"{request}Mi", f"{limit}Mi"
+
+
+def template_hash(template: dict[str, Any]) -> str:
+    """A short, stable hash of a pod template (its own hash annotation left out)."""
+    meta = dict(template.get("metadata") or {})
+    meta["annotations"] = {
+        k: v for k, v in (meta.get("annotations") or {}).items() if k != TEMPLATE_ANNOTATION
+    }
+    body = json.dumps({"metadata": meta, "spec": template.get("spec")}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 def render_deployment(
@@ -143,8 +180,16 @@ def render_deployment(
     node: str,
     spec: TritonModelSpec,
     settings: RenderSettings,
+    *,
+    surge: bool = True,
+    measured_instance_mib: float | None = None,
 ) -> dict[str, Any]:
-    """Triton on the planned node, with the model fetched by an init container."""
+    """Triton on the planned node, with the model fetched by an init container.
+
+    `surge`: a rollout starts the new pod before the old one goes (make-before-break). Without a
+    spare device on the target node the new pod could never be scheduled while the old one holds the
+    device, so the rollout replaces it instead (`rollout.can_surge` decides).
+    """
     name = str(tenant.metadata.name)
     model = served_model_name(tenant)
     backend = klass.backend_for(tenant.spec.model.format)
@@ -159,10 +204,10 @@ def render_deployment(
         "runAsNonRoot": True,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    memory = memory_request_mib(tenant, settings)
+    memory_request, memory_limit = memory_resources(tenant, settings, measured_instance_mib)
     resources: dict[str, Any] = {
-        "requests": {"cpu": settings.cpu_request, "memory": f"{memory}Mi"},
-        "limits": {},
+        "requests": {"cpu": settings.cpu_request, "memory": memory_request},
+        "limits": {"memory": memory_limit},
     }
     if klass.spec.resource_name:
         # Extended resources are requested through limits (requests default to them).
@@ -259,6 +304,20 @@ def render_deployment(
     }
     if klass.spec.runtime_class_name:
         pod_spec["runtimeClassName"] = klass.spec.runtime_class_name
+    template: dict[str, Any] = {
+        "metadata": {
+            "labels": labels,
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(METRICS_PORT),
+                "prometheus.io/path": "/metrics",
+                "edgetenant.io/accelerator-class": str(klass.metadata.name),
+            },
+        },
+        "spec": pod_spec,
+    }
+    template["metadata"]["annotations"][TEMPLATE_ANNOTATION] = template_hash(template)
+    rolling = {"maxSurge": 1, "maxUnavailable": 0} if surge else {"maxSurge": 0, "maxUnavailable": 1}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -266,20 +325,8 @@ def render_deployment(
         "spec": {
             "replicas": tenant.spec.replicas,
             "selector": {"matchLabels": {TENANT_LABEL: name}},
-            # Make-before-break: a moved pod is up before the old one goes.
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {
-                "metadata": {
-                    "labels": labels,
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(METRICS_PORT),
-                        "prometheus.io/path": "/metrics",
-                        "edgetenant.io/accelerator-class": str(klass.metadata.name),
-                    },
-                },
-                "spec": pod_spec,
-            },
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": rolling},
+            "template": template,
         },
     }
 
@@ -311,11 +358,20 @@ def render_all(
     node: str,
     instance_count: int,
     settings: RenderSettings,
+    *,
+    surge: bool = True,
+    measured_instance_mib: float | None = None,
 ) -> list[dict[str, Any]]:
     """Every object the tenant needs, in apply order (config before the pods that mount it)."""
     spec = triton_spec(tenant, klass, instance_count)
     return [
         render_config_map(tenant, spec),
         render_service(tenant),
-        render_deployment(tenant, klass, node, spec, settings),
+        render_deployment(
+            tenant, klass, node, spec, settings, surge=surge, measured_instance_mib=measured_instance_mib
+        ),
     ]
+
+
+def deployment_template_hash(deployment: dict[str, Any]) -> str:
+    return str(deployment["spec"]["template"]["metadata"]["annotations"][TEMPLATE_ANNOTATION])

@@ -141,6 +141,11 @@ class TunerConfig(_Frozen):
     reprobe_after_s: float = Field(
         default=900.0, gt=0, description="retry one step above the knee after this"
     )
+    ceiling_ttl_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="forget a learned ceiling after this, so a changed device or model is tried again",
+    )
     failure_ratio_limit: float = Field(default=0.01, ge=0)
     probe_readings: int = Field(
         default=1, ge=1, description="readings averaged before a trial step is judged (more on noisy hosts)"
@@ -206,6 +211,7 @@ class TunerState(_Frozen):
     current: int = 1
     batching: bool = False
     ceiling: int | None = Field(default=None, description="lowest concurrency that failed to load or run")
+    ceiling_at: datetime | None = Field(default=None, description="when the ceiling was learned")
     knee: int | None = Field(default=None, description="best concurrency: one more gained nothing")
     knee_at: datetime | None = None
     last_change_at: datetime | None = None

@@ -6,7 +6,7 @@ instance more or fewer per step. ``docs/tuning.md`` describes the policy in pros
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from edgetenant.api.models import BatchingMode
@@ -48,6 +48,7 @@ def step(state: TunerState, signals: Signals | None, now: datetime) -> Decision:
     ``signals`` is None when the metrics could not be read; the controller then holds.
     """
     cfg = state.config
+    state = _forget_old_ceiling(state, now)
     if cfg.mode is Mode.FIXED:
         return _fixed(state, signals, now)
 
@@ -130,6 +131,67 @@ def step(state: TunerState, signals: Signals | None, now: datetime) -> Decision:
     return _steady(state, signals, now, demand=demand, slo_met=slo_met, low=low, high=high)
 
 
+def ceiling_expires_at(state: TunerState) -> datetime | None:
+    """When the learned ceiling is forgotten (None without one)."""
+    if state.ceiling is None or state.ceiling_at is None:
+        return None
+    return state.ceiling_at + timedelta(seconds=state.config.ceiling_ttl_s)
+
+
+def _forget_old_ceiling(state: TunerState, now: datetime) -> TunerState:
+    expires = ceiling_expires_at(state)
+    if expires is None or now < expires:
+        return state
+    return state.model_copy(update={"ceiling": None, "ceiling_at": None})
+
+
+def out_of_memory(state: TunerState, instances: int, now: datetime, message: str) -> Decision:
+    """The kernel killed the server for going over its memory limit while running `instances`.
+
+    That count becomes the ceiling and the tenant goes one below it (never below `min`), so the
+    restarted container, which starts with the count recorded in its ConfigMap, fits. At `min` there is
+    nothing lower to go to: the decision says so (the limit or the model's memory hint is wrong).
+    """
+    cfg = state.config
+    ceiling = instances if state.ceiling is None else min(state.ceiling, instances)
+    lowest = max(1, cfg.min)
+    target = max(lowest, min(state.current, instances - 1))
+    if instances <= lowest:
+        reason = (
+            f"out of memory at the minimum of {instances} instance(s) ({message}); nothing lower to try: "
+            "raise spec.model.memoryHintMiB or give the device more memory"
+        )
+    else:
+        reason = f"out of memory at {instances} instance(s) ({message}); back to {target}, ceiling {ceiling}"
+    new_state = state.model_copy(
+        update={
+            "current": target,
+            "ceiling": ceiling,
+            "ceiling_at": now,
+            "probe": None,
+            "last_change_at": now,
+            "up_streak": 0,
+            "down_streak": 0,
+            "settled_streak": 0,
+        }
+    )
+    return Decision(
+        at=now,
+        action=Action.BACK_OFF,
+        reason=reason,
+        target=target,
+        previous=instances,
+        batching=state.batching,
+        previous_batching=state.batching,
+        ceiling=ceiling,
+        knee=state.knee,
+        metrics_available=state.metrics_available,
+        slo_met=None,
+        signals=None,
+        state=new_state,
+    )
+
+
 def load_failed(decision: Decision, now: datetime, message: str) -> Decision:
     """The decision could not be applied (Triton refused the config, e.g. out of memory).
 
@@ -183,6 +245,7 @@ def _undo(decision: Decision, now: datetime, message: str, *, learn_ceiling: boo
             "current": decision.previous,
             "batching": decision.previous_batching,
             "ceiling": ceiling,
+            "ceiling_at": now if ceiling != state.ceiling else state.ceiling_at,
             "batching_verdict": verdict,
             "probe": None,
             "last_change_at": now,
@@ -372,7 +435,13 @@ def _judge_probe(
             ceiling = probe.to_concurrency if ceiling is None else min(ceiling, probe.to_concurrency)
         else:
             verdict = False
-        cleared = cleared.model_copy(update={"ceiling": ceiling, "batching_verdict": verdict})
+        cleared = cleared.model_copy(
+            update={
+                "ceiling": ceiling,
+                "ceiling_at": now if ceiling != state.ceiling else state.ceiling_at,
+                "batching_verdict": verdict,
+            }
+        )
         return _decide(
             cleared,
             signals,

@@ -1,0 +1,160 @@
+"""The operator's view of the cluster, kept current by kopf's watch events.
+
+One owner: the event loop. The watch handlers are coroutines, so kopf runs them on the loop, and so do
+the reconciler and the tuning driver; nothing touches these dicts from another thread. Work that runs
+in a thread (planning) gets `placement_inputs()`, a list taken on the loop, and reads only objects that
+are never mutated: a cached object is always replaced by a new dict, never edited in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from edgetenant.render.kube import TENANT_LABEL
+from edgetenant.status import recent_moves
+
+
+def tenant_key(body: dict[str, Any]) -> str:
+    return f"{body['metadata'].get('namespace', 'default')}/{body['metadata']['name']}"
+
+
+def fingerprint(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
+
+
+@dataclass
+class ClusterCache:
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    classes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tenants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pods: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # tenant key -> pod name -> pod
+
+    def pods_of(self, key: str) -> list[dict[str, Any]]:
+        return list(self.pods.get(key, {}).values())
+
+    def put_tenant(self, key: str, body: dict[str, Any]) -> None:
+        """A watch event: keep it unless a newer version (our own write's answer) is already cached."""
+        cached = self.tenants.get(key)
+        if cached is not None and _older(body, cached):
+            return
+        self.tenants[key] = body
+
+    def put_pod(self, pod: dict[str, Any], deleted: bool) -> str | None:
+        """Record a pod event; returns the key of the tenant it serves (None if it serves none)."""
+        meta = pod["metadata"]
+        tenant = (meta.get("labels") or {}).get(TENANT_LABEL)
+        if tenant is None:
+            return None
+        key = f"{meta.get('namespace')}/{tenant}"
+        if deleted:
+            self.pods.get(key, {}).pop(meta["name"], None)
+            if not self.pods.get(key):
+                self.pods.pop(key, None)
+        else:
+            self.pods.setdefault(key, {})[meta["name"]] = pod
+        return key
+
+    def serving_ips(self, key: str) -> list[str]:
+        """IPs of the tenant's ready pods: every one of them gets every concurrency change.
+
+        From the operator's own pod watch, which carries the same readiness the EndpointSlice
+        controller publishes, without a list call per tick (and loopback pod IPs, as in the local
+        lab, cannot appear in EndpointSlices at all: their validation refuses 127.0.0.0/8).
+        """
+        ips = []
+        for pod in self.pods_of(key):
+            ip = (pod.get("status") or {}).get("podIP")
+            if pod_ready(pod) and ip and not pod["metadata"].get("deletionTimestamp"):
+                ips.append(str(ip))
+        return sorted(ips)
+
+    def placement_inputs(self, now: datetime) -> list[dict[str, Any]]:
+        """Objects for the planner. A tenant's current device is its committed target (so a move in
+        flight is not re-decided), and its move count is recomputed for the current hour."""
+        objects: list[dict[str, Any]] = [
+            *self.nodes.values(),
+            *self.classes.values(),
+            *self.profiles.values(),
+        ]
+        for body in self.tenants.values():
+            if body["metadata"].get("deletionTimestamp"):
+                continue
+            tenant = {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")}
+            status = body.get("status") or {}
+            current = status.get("targetPlacement") or status.get("activePlacement")
+            ceiling = (status.get("concurrency") or {}).get("ceiling")
+            tenant["status"] = {
+                "activePlacement": current,
+                "movesInLastHour": len(recent_moves(status.get("moveHistory", []), now)),
+                "concurrency": {"current": 0, "target": 0, "ceiling": ceiling} if ceiling else None,
+                "observed": _demand_bucket(status.get("observed")),
+            }
+            objects.append(tenant)
+        return objects
+
+
+def placement_fingerprint(inputs: list[dict[str, Any]], now: datetime) -> str:
+    """What the plan depends on; an unchanged fingerprint means an unchanged plan."""
+
+    def node_view(node: dict[str, Any]) -> Any:
+        conditions = (node.get("status") or {}).get("conditions", [])
+        ready = [c.get("status") for c in conditions if c.get("type") == "Ready"]
+        meta = node["metadata"]
+        return [
+            meta.get("name"),
+            meta.get("labels"),
+            (node.get("spec") or {}).get("taints"),
+            (node.get("spec") or {}).get("unschedulable"),
+            (node.get("status") or {}).get("allocatable"),
+            ready,
+        ]
+
+    def view(obj: dict[str, Any]) -> Any:
+        if obj.get("kind") == "Node":
+            return node_view(obj)
+        status = dict(obj.get("status") or {})
+        # The placement and move count a tenant carries were written from the current plan: they
+        # are its consequence, not an input, so writing them must not trigger another solve.
+        status.pop("activePlacement", None)
+        status.pop("movesInLastHour", None)
+        meta = obj["metadata"]
+        return [
+            obj.get("apiVersion"),
+            obj.get("kind"),
+            meta.get("namespace"),
+            meta.get("name"),
+            obj.get("spec"),
+            status,
+        ]
+
+    # Moves age out of the hour window: include the hour so the budget refreshes.
+    return fingerprint([view(o) for o in inputs] + [now.strftime("%Y%m%d%H")])
+
+
+def _demand_bucket(observed: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Observed throughput stands in for demand when a tenant states none. Rounded to a 25% step,
+    so metric noise does not re-plan the cluster every tuning interval."""
+    if not observed or not observed.get("throughput"):
+        return None
+    value = float(observed["throughput"])
+    return {"throughput": round(1.25 ** round(math.log(value, 1.25)), 1) if value > 0 else 0.0}
+
+
+def _older(candidate: dict[str, Any], known: dict[str, Any]) -> bool:
+    """Whether `candidate` is an older version than `known` (etcd revisions are increasing integers;
+    when they are not numbers, trust the watch)."""
+    try:
+        return int(candidate["metadata"]["resourceVersion"]) < int(known["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return False
