@@ -297,7 +297,8 @@ def snapshot_from_objects(
         classes=tuple(classes[k] for k in sorted(classes)),
         tenants=tuple(tenants[k] for k in sorted(tenants)),
         profiles=tuple(profiles[k] for k in sorted(profiles)),
-        warnings=tuple(warnings),
+        # In a fixed order, so the same objects in any order give the same plan.
+        warnings=tuple(sorted(dict.fromkeys(warnings), key=lambda w: (w.tenant or "", w.message))),
         ignored_classes=tuple(sorted(ignored_classes.items())),
         unreadable_tenants=tuple(sorted((k, v) for k, v in unreadable.items() if k not in tenants)),
     )

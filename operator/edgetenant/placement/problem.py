@@ -187,6 +187,16 @@ class _Profiles:
         chosen = next((p for p in found if p.namespace == tenant.namespace), found[0])
         return chosen, [p for p in found if p is not chosen]
 
+    def unread_defects(self) -> list[str]:
+        """What is wrong with the profiles no tenant's numbers read (said once, for the input)."""
+        return [
+            message
+            for profiles in self.by_model_class.values()
+            for p in profiles
+            if id(p) not in self._defects
+            for message in self.defects(p)
+        ]
+
     def defects(self, profile: Profile) -> tuple[str, ...]:
         found = self._defects.get(id(profile))
         if found is None:
@@ -363,7 +373,7 @@ def levels_for(
             basis = f"ModelProfile {profile.key} on {other.name} scaled by relativeSpeed"
         else:
             numbers = _reference_numbers(tenant, cls, lo, hi)
-            basis = "the reference estimate"
+            basis = "the reference formula"
         if own is not None:
             notes.append(
                 f"ModelProfile {own.key} has no usable point at concurrency {lo}..{hi}: "
@@ -484,6 +494,7 @@ def compile_problem(snapshot: Snapshot, *, move_cost: float = DEFAULT_MOVE_COST)
             tc = TenantCandidates(tenant, (), None, False, (), error=planning_error(exc))
         tenants.append(tc)
         warnings.extend(PlanWarning(note, tenant.key) for note in tc.warnings)
+    warnings.extend(PlanWarning(message) for message in profiles.unread_defects())
     return Problem(
         snapshot=snapshot,
         devices=tuple(devices),

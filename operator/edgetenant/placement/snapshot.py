@@ -102,7 +102,9 @@ class Profile:
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+        """`namespace/name` (a hand-built profile without a name: `model.class`)."""
+        name = self.name or f"{self.model}.{self.accelerator_class}"
+        return f"{self.namespace}/{name}" if self.namespace else name
 
 
 @dataclass(frozen=True, slots=True)
