@@ -352,3 +352,78 @@ def synthetic(
             )
         )
     return Snapshot(tuple(node_list), classes, tuple(tenant_list), profiles)
+
+
+# ---------------------------------------------------------------------------------------------
+# Traps: instances where the greedy is provably suboptimal. Each copy is an independent
+# component (node selectors keep its tenants on its own devices), so the optimum is the sum of
+# the copies' optima, which `cpsat_gain.py` also checks by exhaustive search on one copy.
+
+TRAP_CLASS = AcceleratorClass(
+    "cpu", "", 1000, ("onnx",), MappingProxyType({"trap": "knapsack"}), (), SharingMode.TIME_SLICED, 3, 50.0
+)
+
+
+def _trap_tenant(key: str, demand: float, memory: float, selector: dict[str, str]) -> Tenant:
+    # relativeSpeed 50: 5,000 req/s estimated, so no device saturates and served = demand.
+    return Tenant(
+        key=key,
+        model="m",
+        format="onnx",
+        demand=demand,
+        max_concurrency=1,
+        memory_hint_mib=memory,
+        node_selector=MappingProxyType(selector),
+    )
+
+
+def knapsack_trap(copies: int) -> Snapshot:
+    """Per copy one device of 1000 MiB (3 slots): A (100 req/s, 600 MiB) or B + C (90 req/s and
+    500 MiB each). The greedy places A first (largest priority x demand) and B, C no longer fit;
+    relocation puts A back where it was. Greedy 10,000 per copy, optimum 18,000."""
+    nodes = tuple(
+        Node(f"k{i:04d}", MappingProxyType({"copy": f"k{i}", "trap": "knapsack"})) for i in range(copies)
+    )
+    tenants = tuple(
+        _trap_tenant(f"trap/k{i:04d}-{name}", demand, memory, {"copy": f"k{i}"})
+        for i in range(copies)
+        for name, demand, memory in (("a", 100.0, 600.0), ("b", 90.0, 500.0), ("c", 90.0, 500.0))
+    )
+    return Snapshot(nodes, (TRAP_CLASS,), tenants)
+
+
+def assignment_trap(copies: int) -> Snapshot:
+    """Per copy two exclusive devices X and Y: A (100 req/s) fits either, B (90 req/s) only X.
+    The greedy gives A the first device, X, and B nothing; relocation ties keep A on X.
+    Greedy 10,000 per copy, optimum 19,000 (A on Y, B on X)."""
+    exclusive = replace(
+        TRAP_CLASS,
+        name="dev",
+        node_selector=MappingProxyType({"trap": "assignment"}),
+        sharing=SharingMode.EXCLUSIVE,
+        slots=1,
+    )
+    nodes = tuple(
+        Node(f"a{i:04d}{side}", MappingProxyType({"copy": f"a{i}", "side": side, "trap": "assignment"}))
+        for i in range(copies)
+        for side in ("x", "y")
+    )
+    tenants = tuple(
+        t
+        for i in range(copies)
+        for t in (
+            _trap_tenant(f"trap/a{i:04d}-a", 100.0, 100.0, {"copy": f"a{i}"}),
+            _trap_tenant(f"trap/a{i:04d}-b", 90.0, 100.0, {"copy": f"a{i}", "side": "x"}),
+        )
+    )
+    return Snapshot(nodes, (exclusive,), tenants)
+
+
+def traps(copies: int) -> Snapshot:
+    """Half knapsack traps, half assignment traps."""
+    knapsack, assignment = knapsack_trap(copies - copies // 2), assignment_trap(copies // 2)
+    return Snapshot(
+        knapsack.nodes + assignment.nodes,
+        knapsack.classes + assignment.classes,
+        knapsack.tenants + assignment.tenants,
+    )

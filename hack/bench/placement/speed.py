@@ -1,179 +1,151 @@
-"""Speed and scale of `solve`: 50 tenants x 20 devices (median of many runs) and 2,000 tenants x
-500 nodes under a time limit, with the quality reached against upper bounds, and peak memory.
+"""What one re-plan costs the operator, at 50 x 20, 500 x 100 and 2,000 x 500 (tenants x nodes).
 
-    nice .venv/bin/python hack/bench/placement/speed.py medium --out hack/bench/placement
-    nice .venv/bin/python hack/bench/placement/speed.py scale --out hack/bench/placement
+    nice .venv/bin/python hack/bench/placement/speed.py --rounds 7 --out hack/bench/placement
 
-Each scale run happens in a fresh process (`scale-one`) so its peak RSS is its own.
+Per run exactly what the operator's planning pass does: `snapshot_from_objects` on the object
+dicts (Nodes, AcceleratorClasses, InferenceTenants with status, ModelProfiles), then `solve` with
+its default settings (Settings.solver_time_limit_s, Settings.move_cost). Two cases per size:
+  first    a cluster where nothing is placed yet;
+  re-plan  the cluster settled on the first plan (every tenant's activePlacement is its
+           planned device) after one input changed (one tenant's demand +10%): what a watch
+           event costs on a running cluster.
+Sizes and cases are measured interleaved, in alternating order, `--rounds` times; the 1-minute
+load average is recorded before each round. Medians with p10/p90. The guard: when any row's
+spread (p90 - p10) / median is above --max-spread, nothing is written (exit 3): the machine was
+too noisy for the figures to mean anything. Plans must be identical in every round (determinism).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import statistics
-import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import instances
-from bounds import pooled_lp_bound
 
-from edgetenant.placement import solve
-from edgetenant.placement.cpsat import solve_cpsat
-from edgetenant.placement.greedy import shortlist, solve_greedy
-from edgetenant.placement.problem import compile_problem, evaluate, upper_bound
+from edgetenant.placement import CurrentPlacement, Snapshot, snapshot_from_objects, solve
+from edgetenant.placement.objects import objects_from_snapshot
+from edgetenant.settings import Settings
+
+SIZES = ((50, 20), (500, 100), (2000, 500))
 
 
-def _spread(values: list[float]) -> dict[str, float]:
+def spread(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    return {"median": statistics.median(ordered), "p10": pick(0.1), "p90": pick(0.9), "max": ordered[-1]}
+    median = statistics.median(ordered)
+    p10, p90 = ordered[int(0.1 * (len(ordered) - 1))], ordered[round(0.9 * (len(ordered) - 1))]
+    return {"median": median, "p10": p10, "p90": p90, "spread": (p90 - p10) / median if median else 0.0}
 
 
-def medium(out: Path, runs: int) -> dict[str, object]:
-    solve(instances.synthetic(tenants=5, nodes=4, seed=0), time_limit_s=0.5)  # load ortools first
-    result: dict[str, object] = {}
-    for load in (0.5, 1.0, 2.0):
-        for limit in (0.1, 1.0):
-            rows = []
-            for seed in range(runs):
-                snapshot = instances.synthetic(tenants=50, nodes=20, seed=seed, load=load, jetson_gpus=(1,))
-                problem = compile_problem(snapshot)
-                assert len(problem.devices) == 20
-                plan = solve(snapshot, time_limit_s=limit)
-                greedy = solve(snapshot, use_cpsat=False)
-                lp = pooled_lp_bound(problem)
-                best_bound = min(b for b in (plan.bound, lp, upper_bound(problem)) if b is not None)
-                rows.append(
-                    {
-                        "seed": seed,
-                        "solve_ms": plan.solve_ms,
-                        "greedy_ms": greedy.solve_ms,
-                        "solver": plan.solver,
-                        "optimal": plan.optimal,
-                        "objective": plan.objective,
-                        "greedy_objective": greedy.objective,
-                        "bound": best_bound,
-                        "quality_vs_bound": plan.objective / best_bound,
-                    }
-                )
-            key = f"load {load} limit {limit}s"
-            result[key] = {
-                "solve_ms": _spread([r["solve_ms"] for r in rows]),
-                "greedy_ms": _spread([r["greedy_ms"] for r in rows]),
-                "quality_vs_bound": _spread([r["quality_vs_bound"] for r in rows]),
-                "cp_sat_gain_over_greedy": _spread([r["objective"] / r["greedy_objective"] for r in rows]),
-                "proved_optimal": sum(1 for r in rows if r["optimal"]),
-                "runs": len(rows),
-                "solvers": sorted({r["solver"] for r in rows}),
-            }
-            print(key, json.dumps(result[key]), file=sys.stderr, flush=True)
-    (out / "speed-medium.json").write_text(json.dumps(result, indent=1))
-    return result
+def settled(snapshot: Snapshot, settings: Settings) -> Snapshot:
+    """The cluster once the first plan is carried out, then one tenant's demand +10%."""
+    plan = solve(snapshot, time_limit_s=settings.solver_time_limit_s, move_cost=settings.move_cost)
+    where = {p.tenant: CurrentPlacement(p.node, p.accelerator_class, p.device) for p in plan.placements}
+    tenants = [replace(t, current=where.get(t.key)) for t in snapshot.tenants]
+    tenants[0] = replace(tenants[0], demand=round(tenants[0].demand * 1.1, 1))
+    return replace(snapshot, tenants=tuple(tenants))
 
 
-def scale_one(tenants: int, nodes: int, seed: int, limit: float) -> dict[str, object]:
-    solve(instances.synthetic(tenants=5, nodes=4, seed=0), time_limit_s=0.5)  # load ortools first
-    baseline_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    snapshot = instances.synthetic(tenants=tenants, nodes=nodes, seed=seed)
+def measure(objects: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
     started = time.perf_counter()
-    plan = solve(snapshot, time_limit_s=limit)
-    wall = time.perf_counter() - started
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    problem = compile_problem(snapshot)
-    greedy = solve(snapshot, use_cpsat=False)
-    lp = pooled_lp_bound(problem)
+    snapshot = snapshot_from_objects(objects)
+    parsed = time.perf_counter()
+    plan = solve(snapshot, time_limit_s=settings.solver_time_limit_s, move_cost=settings.move_cost)
+    done = time.perf_counter()
+    assert plan.search is not None
     return {
-        "tenants": tenants,
-        "nodes": nodes,
-        "devices": len(problem.devices),
-        "seed": seed,
-        "limit_s": limit,
-        "solve_ms": plan.solve_ms,
-        "wall_s": wall,
-        "solver": plan.solver,
+        "parse_ms": (parsed - started) * 1000,
+        "solve_ms": (done - parsed) * 1000,
+        "total_ms": (done - started) * 1000,
         "objective": plan.objective,
-        "greedy_objective": greedy.objective,
-        "greedy_ms": greedy.solve_ms,
-        "cp_sat_bound": plan.bound,
-        "all_served_bound": upper_bound(problem),
-        "pooled_lp_bound": lp,
-        "quality_vs_lp_bound": plan.objective / lp,
+        "placements": [
+            (p.tenant, p.node, p.accelerator_class, p.device, p.concurrency) for p in plan.placements
+        ],
         "placed": len(plan.placements),
-        "unplaced": len(plan.unplaced),
-        "peak_rss_mib": peak_rss / 1024,
-        "rss_growth_mib": (peak_rss - baseline_rss) / 1024,
-    }
-
-
-def scale_long(seed: int, limit: float, workers: int) -> dict[str, object]:
-    """What CP-SAT reaches and proves on the large instance given much longer: the program on a
-    shortlist of 3 devices per tenant (the full one has ~800k options), warm-started by the greedy."""
-    snapshot = instances.synthetic(tenants=2000, nodes=500, seed=seed)
-    problem = compile_problem(snapshot)
-    greedy = solve_greedy(problem)
-    candidates = shortlist(problem, greedy, per_tenant=3)
-    started = time.perf_counter()
-    result = solve_cpsat(problem, time_limit_s=limit, hint=greedy, candidates=candidates, num_workers=workers)
-    wall = time.perf_counter() - started
-    assert result is not None
-    return {
-        "seed": seed,
-        "limit_s": limit,
-        "workers": workers,
-        "wall_s": wall,
-        "status": result.status,
-        "options": sum(len(c) for c in candidates.values()),
-        "greedy_objective": evaluate(problem, greedy),
-        "cp_sat_objective": evaluate(problem, result.assignment),
-        "cp_sat_bound_on_shortlist": result.bound,
-        "pooled_lp_bound": pooled_lp_bound(problem),
+        "moves": plan.moves,
+        "solver": plan.solver,
+        "optimal": plan.optimal,
+        "cpsat_ms": plan.search.cpsat_wall_s * 1000,
+        "components": plan.search.components,
+        "cpsat_components": plan.search.cpsat_components,
+        "deadline_hit": plan.search.deadline_hit,
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=("medium", "scale", "scale-one", "scale-long"))
-    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
-    parser.add_argument("--runs", type=int, default=15)
-    parser.add_argument("--limit", type=float, default=4.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--max-spread", type=float, default=0.5, help="refuse to publish above this")
+    parser.add_argument("--sizes", default=",".join(f"{t}x{n}" for t, n in SIZES))
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.what == "medium":
-        print(json.dumps(medium(args.out, args.runs), indent=1))
-    elif args.what == "scale-long":
-        found = scale_long(args.seed, args.limit, args.workers)
-        (args.out / "speed-scale-long.json").write_text(json.dumps(found, indent=1))
-        print(json.dumps(found, indent=1))
-    elif args.what == "scale-one":
-        print(json.dumps(scale_one(2000, 500, args.seed, args.limit)))
-    else:
-        rows = []
-        for seed in range(args.runs):
-            done = subprocess.run(
-                [sys.executable, __file__, "scale-one", "--seed", str(seed), "--limit", str(args.limit)],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-        summary = {
-            "runs": rows,
-            "solve_ms": _spread([float(r["solve_ms"]) for r in rows]),
-            "quality_vs_lp_bound": _spread([float(r["quality_vs_lp_bound"]) for r in rows]),
-            "peak_rss_mib": _spread([float(r["peak_rss_mib"]) for r in rows]),
+    settings = Settings()
+    sizes = [tuple(int(x) for x in size.split("x")) for size in args.sizes.split(",")]
+    solve(instances.traps(2))  # OR-Tools imported (once per process in the operator too)
+
+    cases: dict[str, list[dict[str, Any]]] = {}
+    for tenants, nodes in sizes:
+        snapshot = instances.synthetic(
+            tenants=tenants, nodes=nodes, seed=0, jetson_gpus=(1,) if nodes <= 20 else (1, 2)
+        )
+        cases[f"{tenants}x{nodes} first"] = objects_from_snapshot(snapshot)
+        cases[f"{tenants}x{nodes} re-plan"] = objects_from_snapshot(settled(snapshot, settings))
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in cases}
+    loads = []
+    for r in range(args.rounds):
+        loads.append(os.getloadavg()[0])
+        for name in list(cases) if r % 2 == 0 else list(reversed(cases)):
+            rows[name].append(measure(cases[name], settings))
+        print(f"round {r}: load {loads[-1]:.2f}", file=sys.stderr, flush=True)
+    loads.append(os.getloadavg()[0])
+
+    summary: dict[str, Any] = {}
+    for name, runs in rows.items():
+        first = runs[0]
+        same = all(x["placements"] == first["placements"] for x in runs)
+        summary[name] = {
+            "devices_placed": first["placed"],
+            "moves": first["moves"],
+            "solver": first["solver"],
+            "optimal": first["optimal"],
+            "components": first["components"],
+            "cpsat_components": first["cpsat_components"],
+            "identical_plans": same,
+            "deadline_hit": any(x["deadline_hit"] for x in runs),
+            **{
+                key: spread([x[key] for x in runs])
+                for key in ("total_ms", "parse_ms", "solve_ms", "cpsat_ms")
+            },
         }
-        (args.out / "speed-scale.json").write_text(json.dumps(summary, indent=1))
-        print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
+        total = summary[name]["total_ms"]
+        print(
+            f"{name:20s} total {total['median']:8.1f} ms (p10 {total['p10']:.1f}, p90 {total['p90']:.1f}, "
+            f"spread {total['spread']:.2f}) parse {summary[name]['parse_ms']['median']:.1f} "
+            f"solve {summary[name]['solve_ms']['median']:.1f} [{first['solver']}, identical {same}]",
+            file=sys.stderr,
+        )
+    result = {
+        "settings": {"solver_time_limit_s": settings.solver_time_limit_s, "move_cost": settings.move_cost},
+        "rounds": args.rounds,
+        "cpus": os.cpu_count(),
+        "load_average_1m": {"min": min(loads), "max": max(loads), "per_round": loads},
+        "max_spread": args.max_spread,
+        "cases": summary,
+    }
+    noisy = [name for name, row in summary.items() if row["total_ms"]["spread"] > args.max_spread]
+    if noisy or not all(row["identical_plans"] for row in summary.values()):
+        print(f"refused: spread above {args.max_spread} or plans differ: {noisy}", file=sys.stderr)
+        print(json.dumps(result, indent=1))
+        return 3
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "replan.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k != "cases"}, indent=1))
     return 0
 
 
