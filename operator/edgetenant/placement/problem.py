@@ -431,11 +431,12 @@ def compile_problem(snapshot: Snapshot, *, move_cost: float = DEFAULT_MOVE_COST)
     # No preference given: fastest class first (relativeSpeed), then by name.
     by_speed = sorted(class_list, key=lambda c: (-(c.relative_speed or 1.0), c.name))
     node_memo: dict[tuple[object, ...], tuple[tuple[int, ...], tuple[str, ...]]] = {}
+    node_index = _NodeIndex(nodes)
 
     def compatible_devices(tenant: Tenant, cls: AcceleratorClass) -> tuple[tuple[int, ...], tuple[str, ...]]:
         memo_key = (cls.name, tuple(sorted(tenant.node_selector.items())), tenant.tolerations)
         if memo_key not in node_memo:
-            node_memo[memo_key] = _compatible_devices(tenant, cls, nodes, devices_by_class_node)
+            node_memo[memo_key] = _compatible_devices(tenant, cls, node_index, devices_by_class_node)
         return node_memo[memo_key]
 
     def compile_tenant(tenant: Tenant) -> TenantCandidates:
@@ -527,19 +528,37 @@ def _unique(
     return [found[k] for k in sorted(found)]
 
 
+class _NodeIndex:
+    """Nodes (sorted by name) with a posting list per label, so that selecting the nodes of one
+    selector costs the nodes that carry its rarest label, not every node in the cluster."""
+
+    def __init__(self, nodes: Sequence[Node]) -> None:
+        self.nodes = nodes
+        self.by_label: dict[tuple[str, str], list[int]] = {}
+        for i, node in enumerate(nodes):
+            for label in node.labels.items():
+                self.by_label.setdefault(label, []).append(i)
+
+    def select(self, selector: Mapping[str, str]) -> list[Node]:
+        if not selector:
+            return list(self.nodes)
+        shortest = min((self.by_label.get(label, []) for label in selector.items()), key=len)
+        return [self.nodes[i] for i in shortest if _selects(selector, self.nodes[i].labels)]
+
+
 def _compatible_devices(
     tenant: Tenant,
     cls: AcceleratorClass,
-    nodes: Sequence[Node],
+    nodes: _NodeIndex,
     devices_by_class_node: Mapping[tuple[str, str], list[int]],
 ) -> tuple[tuple[int, ...], tuple[str, ...]]:
     tolerations = (*tenant.tolerations, *cls.tolerations)
     found: list[int] = []
     selected = tainted = 0
     blocking: dict[str, None] = {}
-    for node in nodes:
-        if not _selects(cls.node_selector, node.labels) or not _selects(tenant.node_selector, node.labels):
-            continue
+    both = {**cls.node_selector, **tenant.node_selector}
+    conflict = any(cls.node_selector.get(k, v) != v for k, v in tenant.node_selector.items())
+    for node in () if conflict else nodes.select(both):
         selected += 1
         bad = untolerated(node.taints, tolerations)
         if bad:
@@ -549,9 +568,8 @@ def _compatible_devices(
         found.extend(devices_by_class_node.get((cls.name, node.name), []))
     if found:
         return tuple(found), ()
-    selector = {**cls.node_selector, **tenant.node_selector}
     if selected == 0:
-        return (), (f"no node matches the nodeSelector {selector} of {cls.name}",)
+        return (), (f"no node matches the nodeSelector {both} of {cls.name}",)
     if tainted == selected:
         return (), (f"no node tolerates taint {', '.join(blocking)} (class {cls.name})",)
     resource = cls.resource_name or "cpu"

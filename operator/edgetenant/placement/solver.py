@@ -4,10 +4,11 @@ whatever scores higher under `evaluate`. Pure: no I/O.
 
 Determinism: no decision reads the clock. Which parts CP-SAT searches follows from option counts,
 and how long it searches from its deterministic time (a count of work, the same on every machine),
-a share of `time_limit_s`. The wall clock only measures `solve_ms` and, as a safety net, stops a
-search at `time_limit_s`; a plan cut short by it says so in a warning (it may differ between
-runs). CP-SAT runs with a fixed seed and one worker, where its search is deterministic; more
-workers (`num_workers`) search faster but may return a different plan of equal objective.
+a share of `time_limit_s`. The wall clock only measures `solve_ms` and, as a safety net, stops
+CP-SAT's search `time_limit_s` after it began; a plan cut short by it says so in a warning (it
+may differ between runs). CP-SAT runs with a fixed seed and one worker, where its search is
+deterministic; more workers (`num_workers`) search faster but may return a different plan of
+equal objective.
 
 Failures: compiling isolates each tenant (problem.compile_problem); a CP-SAT failure leaves the
 greedy plan standing, with a warning; any other unexpected error is traced to the tenants that
@@ -52,15 +53,14 @@ CPSAT_MAX_OPTIONS = 500
 CPSAT_TOTAL_OPTIONS = 1_500
 
 
-def _import_cpsat() -> float | None:
-    """Import OR-Tools (only when CP-SAT runs: it takes seconds, pandas included); the seconds it
-    took, or None when it cannot be imported on this platform (plans come from the greedy)."""
-    started = time.perf_counter()
+def _import_cpsat() -> bool:
+    """Import OR-Tools (only when CP-SAT runs: it takes seconds, pandas included); False when it
+    cannot be imported on this platform (plans come from the greedy)."""
     try:
         import edgetenant.placement.cpsat  # noqa: F401, PLC0415
     except ImportError:
-        return None
-    return time.perf_counter() - started
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +150,7 @@ def solve(
     started = time.perf_counter()
     problem = compile_problem(snapshot, move_cost=move_cost)
     settings = _Search(
-        deadline=started + time_limit_s,
+        deadline=started + time_limit_s,  # reset when the search starts
         deterministic_s=DETERMINISTIC_SHARE * time_limit_s,
         time_limit_s=time_limit_s,
         use_cpsat=use_cpsat,
@@ -166,7 +166,7 @@ def solve(
 
 @dataclass(frozen=True, slots=True)
 class _Search:
-    deadline: float  # perf_counter() value: the wall-clock safety net
+    deadline: float  # perf_counter() value: the wall-clock safety net on CP-SAT's search
     deterministic_s: float  # CP-SAT's deterministic-time budget for the whole solve
     time_limit_s: float
     use_cpsat: bool
@@ -194,10 +194,10 @@ def _solve(problem: Problem, settings: _Search, started: float) -> Plan:
     name = "greedy"
     if settings.use_cpsat and open_parts:
         batches = _batches(open_parts, settings.cpsat_max_options)
-        imported = _import_cpsat() if batches else None
-        if imported is not None:
-            # The one-off import is not search time: the safety net does not count it.
-            settings = dataclasses.replace(settings, deadline=settings.deadline + imported)
+        if batches and _import_cpsat():
+            # The safety net covers the search, from its start: compiling and the greedy are
+            # bounded by the instance's size, and OR-Tools' one-off import is no search.
+            settings = dataclasses.replace(settings, deadline=time.perf_counter() + settings.time_limit_s)
             best, stats, bound, proved, name = _improve(
                 problem,
                 batches=batches,
