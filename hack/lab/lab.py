@@ -4,6 +4,7 @@
     hack/lab/lab down     stop exactly the processes `up` started (by PID) and remove the state
     hack/lab/lab status   what runs, with PIDs, health and log files
     hack/lab/lab env      shell lines to use the lab (`eval "$(hack/lab/lab env)"`); --json for programs
+    hack/lab/lab stop NAME / start NAME   stop or start one component (fault tests: etcd, kube-apiserver, ...)
 
 Everything listens on 127.0.0.1. Node IPs are 127.0.0.1 and KWOK hands out pod IPs from a loopback
 range, so whatever dials a pod dials this machine. State (PKI, etcd data, logs, kubeconfig, PIDs) lives in
@@ -634,6 +635,43 @@ def down(remove_state: bool = True) -> None:
         console.print(f"[green]✓[/] removed {d}")
 
 
+RESTARTABLE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "prometheus")
+
+
+def stop_component(state: LabState, name: str) -> None:
+    """Stop one component by its recorded PID (SIGTERM, then SIGKILL); its state stays."""
+    if not state.running(name):
+        console.print(f"[dim]{name} is not running[/]")
+        return
+    pid = state.pids[name]
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while state.running(name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if state.running(name):
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    console.print(f"[green]✓[/] stopped {name} (pid {pid})")
+
+
+def start_component(state: LabState, name: str) -> None:
+    """Start one component again with the command line `up` gave it, and wait until it is healthy."""
+    if state.running(name):
+        console.print(f"[dim]{name} is already running[/]")
+        return
+    pid = start(state, name, component_commands(state, Path(state.bin_dir))[name])
+    ca = state.dir / "pki/ca.crt"
+    checks: dict[str, Callable[[], bool]] = {
+        "etcd": lambda: http_ok(f"http://{LOOPBACK}:{state.ports.etcd_client}/health"),
+        "kube-apiserver": lambda: http_ok(f"{state.server}/readyz", state.token, ca),
+        "prometheus": lambda: http_ok(f"{state.prometheus_url}/-/ready"),
+    }
+    if name in checks:
+        wait_until(name, checks[name], 90, pid)
+    console.print(f"[green]✓[/] started {name} (pid {pid})")
+
+
 def status() -> int:
     state = LabState.load(lab_dir())
     if state is None:
@@ -688,6 +726,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="show the lab's processes")
     p_env = sub.add_parser("env", help="print how to use the lab")
     p_env.add_argument("--json", action="store_true")
+    for verb in ("stop", "start"):
+        p_one = sub.add_parser(verb, help=f"{verb} one component (for fault tests)")
+        p_one.add_argument("name", choices=RESTARTABLE)
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
@@ -698,13 +739,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "status":
             return status()
-        if args.command in {"nodes", "adopt"}:
+        if args.command in {"nodes", "adopt", "stop", "start"}:
             state = LabState.load(lab_dir())
             if state is None:
                 console.print("the lab is down: run hack/lab/lab up")
                 return 1
             if args.command == "nodes":
                 create_nodes(state, topology_nodes(args.topology))
+            elif args.command == "stop":
+                stop_component(state, args.name)
+            elif args.command == "start":
+                start_component(state, args.name)
             else:
                 state.pids[args.name] = args.pid
                 state.starts[args.name] = process_start(args.pid) or 0

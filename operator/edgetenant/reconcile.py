@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,7 +42,7 @@ from edgetenant.metrics import (
     RECONCILES,
     TENANTS,
 )
-from edgetenant.placement import Placement, Plan, Snapshot, snapshot_from_objects, solve
+from edgetenant.placement import Placement, Plan, Snapshot, Unplaced, snapshot_from_objects, solve
 from edgetenant.placement.objects import parse_count
 from edgetenant.render.kube import (
     HTTP_PORT,
@@ -67,9 +67,10 @@ class PassContext:
     """What every tenant's reconcile in one pass shares: the plan and who holds which device."""
 
     placements: Mapping[str, Placement]
-    unplaced: Mapping[str, str]
+    unplaced: Mapping[str, Unplaced]
     planned: tuple[DeviceUse, ...]
     running: tuple[DeviceUse, ...]
+    warnings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def backoff_s(failures: int, *, base_s: float = 1.0, cap_s: float = MAX_BACKOFF_S) -> float:
@@ -142,6 +143,10 @@ class Reconciler:
             snapshot, time_limit_s=self.settings.solver_time_limit_s, move_cost=self.settings.move_cost
         )
         self._plan_fingerprint = fingerprint_now
+        for message in plan.global_warnings:
+            log.warning("planning: %s", message)
+        for failed in plan.planning_errors:
+            log.error("planning %s failed (the others are planned): %s", failed.tenant, failed.reason)
         PLAN_SECONDS.observe(plan.solve_ms / 1000)
         PLAN_OBJECTIVE.set(plan.objective)
         MOVES.inc(plan.moves)
@@ -205,7 +210,8 @@ class Reconciler:
             planned.append(DeviceUse(p.tenant, p.node, resource))
         return PassContext(
             placements={p.tenant: p for p in plan.placements},
-            unplaced={u.tenant: u.reason for u in plan.unplaced},
+            unplaced={u.tenant: u for u in plan.unplaced},
+            warnings=plan.tenant_warnings,
             planned=tuple(planned),
             running=tuple(pod_device_uses({key: pods.values() for key, pods in self.cache.pods.items()})),
         )
@@ -249,6 +255,7 @@ class Reconciler:
             # The schema should have refused it; say so instead of crashing the pass.
             raise PermanentError(f"{key} does not parse: {error.errors()[:2]}") from error
         placement = context.placements.get(key)
+        unplaced = context.unplaced.get(key)
         problem = self.spec_problem(tenant)
         pods = await self.observe_pods(key, tenant)  # network I/O: outside the tenant's lock
         events: list[tuple[str, str, str]] = []
@@ -285,7 +292,9 @@ class Reconciler:
             obs = Observation(
                 generation=int(tenant.metadata.generation or 0),
                 placement=placement if problem is None else None,
-                unplaced_reason=context.unplaced.get(key),
+                unplaced_reason=unplaced.reason if unplaced else None,
+                unplaced_kind=unplaced.kind.value if unplaced else "Unschedulable",
+                plan_warnings=context.warnings.get(key, ()),
                 spec_problem=problem,
                 pods=pods,
                 instance_count=instances,

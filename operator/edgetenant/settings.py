@@ -27,7 +27,7 @@ class Settings:
     metrics_port: int = 8080  # the operator's own /metrics
     metrics_address: str = "127.0.0.1"  # the in-cluster Deployment sets 0.0.0.0 (its own pod network)
     watch_timeout_s: int = 300  # server-side watch timeout, so silent watch breaks heal
-    # Leader election (a coordination.k8s.io Lease; docs/operations in ARCHITECTURE.md).
+    # Leader election (a coordination.k8s.io Lease; docs/operations.md).
     lease_name: str = "edgetenant-operator"
     lease_namespace: str = ""  # default: the operator pod's namespace, else edgetenant-system
     lease_duration_s: float = 15.0

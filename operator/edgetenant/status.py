@@ -18,7 +18,7 @@ from edgetenant.placement import Placement
 
 MOVE_WINDOW = timedelta(hours=1)
 MAX_MOVE_HISTORY = 10
-OWNED_CONDITIONS = ("Ready", "Reconciling", "Stalled", "Placed", "ModelLoaded")
+OWNED_CONDITIONS = ("Ready", "Reconciling", "Stalled", "Placed", "ModelLoaded", "PlanWarnings")
 
 
 class Writer(StrEnum):
@@ -113,6 +113,8 @@ class Observation:
     # The pod template the operator rendered for the target; only its pods count as serving the target
     # (a pod left from an earlier template on the same node may still be ready).
     template: str | None = None
+    unplaced_kind: str = "Unschedulable"  # or PlanningError: the planner failed on this tenant (a bug)
+    plan_warnings: tuple[str, ...] = ()  # what the planner ignored or interpreted about this tenant
     events: list[tuple[str, str, str]] = field(default_factory=list)  # filled by desired_status
 
 
@@ -185,9 +187,9 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
             obs.events.append(("Warning", "InvalidSpec", obs.spec_problem))
     elif obs.placement is None:
         why = obs.unplaced_reason or "the planner found no feasible device"
-        placed = cond("Placed", False, "Unschedulable", why)
+        placed = cond("Placed", False, obs.unplaced_kind, why)
         if previous.get("Placed", {}).get("message") != why:
-            obs.events.append(("Warning", "Unschedulable", why))
+            obs.events.append(("Warning", obs.unplaced_kind, why))
     else:
         p = obs.placement
         basis = "Estimate" if obs.estimated else "Profile"
@@ -254,7 +256,9 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
 
     # --- kstatus: Ready, Reconciling, Stalled ------------------------------------------------------
     ready = placed["status"] == "True" and loaded["status"] == "True" and same_device(new_active, target)
-    stalled_reason = placed["reason"] if placed["reason"] in {"InvalidSpec", "Unschedulable"} else None
+    stalled_reason = (
+        placed["reason"] if placed["reason"] in {"InvalidSpec", "Unschedulable", "PlanningError"} else None
+    )
     if obs.spec_problem or (stalled_reason and not ready_pods):
         stalled = cond("Stalled", True, str(stalled_reason), placed["message"])
     elif loaded["reason"] == "ModelFetchFailed":
@@ -279,8 +283,14 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
             "Progressing" if progressing else "Stalled",
             why if progressing else "",
         )
+    # --- what the planner ignored about this tenant ----------------------------------------------
+    warned = "; ".join(obs.plan_warnings)[:2000]
+    warnings = cond("PlanWarnings", bool(warned), "InputsIgnored" if warned else "None", warned)
+    if warned and previous.get("PlanWarnings", {}).get("message") != warned:
+        obs.events.append(("Warning", "PlanWarnings", warned))
+
     carried = [c for c in old.get("conditions", []) if c["type"] not in OWNED_CONDITIONS]
-    status["conditions"] = [ready_c, reconciling, stalled, placed, loaded, *carried]
+    status["conditions"] = [ready_c, reconciling, stalled, placed, loaded, warnings, *carried]
 
     moves = recent_moves(history, now)
     status["moveHistory"] = history[-MAX_MOVE_HISTORY:]

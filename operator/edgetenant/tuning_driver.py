@@ -192,7 +192,7 @@ class TuningDriver:
                 del table[uid]
 
     def state_for(
-        self, uid: str, tenant: InferenceTenant, status: dict[str, Any], scrape_s: float
+        self, uid: str, tenant: InferenceTenant, status: dict[str, Any], scrape_s: float | None = None
     ) -> TunerState:
         concurrency = status.get("concurrency") or {}
         # Two readings per judgement: edge devices shared by several tenants are noisy. Samples may be
@@ -200,7 +200,7 @@ class TuningDriver:
         config = config_for_tenant(
             tenant,
             probe_readings=2,
-            max_signal_age_s=max(60.0, 2 * scrape_s + 15.0),
+            max_signal_age_s=max(60.0, 2 * (scrape_s or self.settings.scrape_interval_s) + 15.0),
             ceiling_ttl_s=self.settings.ceiling_ttl_s,
         )
         known = self.states.get(uid)
@@ -249,12 +249,8 @@ class TuningDriver:
             tenant = InferenceTenant.model_validate(body)
         except pydantic.ValidationError:
             return None
-        namespace, name = str(tenant.metadata.namespace), str(tenant.metadata.name)
-        pod_regex = f"{name}-[a-z0-9]+-[a-z0-9]+"
         status = body.get("status") or {}
-        scrape_s = await self.scrape_interval(uid, namespace, pod_regex)
-        state = self.state_for(uid, tenant, status, scrape_s)
-        if await self.handle_oom(key, uid, tenant, state, status):
+        if await self.handle_oom(key, uid, tenant, self.state_for(uid, tenant, status), status):
             return None
         target_placement = status.get("targetPlacement")
         loaded = any(
@@ -263,7 +259,11 @@ class TuningDriver:
         klass_body = self.cache.classes.get((target_placement or {}).get("acceleratorClass", ""))
         endpoints = self.cache.serving_ips(key)
         if not target_placement or not loaded or klass_body is None or not endpoints:
-            return None  # nothing serves yet: nothing to tune
+            return None  # nothing serves yet: nothing to tune (and no reason to ask Prometheus)
+        namespace, name = str(tenant.metadata.namespace), str(tenant.metadata.name)
+        pod_regex = f"{name}-[a-z0-9]+-[a-z0-9]+"
+        scrape_s = await self.scrape_interval(uid, namespace, pod_regex)
+        state = self.state_for(uid, tenant, status, scrape_s)
         try:
             klass = AcceleratorClass.model_validate(klass_body)
             spec = triton_spec(tenant, klass, state.current)

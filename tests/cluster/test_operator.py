@@ -27,7 +27,8 @@ def operator(
     lab: Lab, operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     log = tmp_path_factory.mktemp("operator-log") / "operator.log"
-    process = OperatorProcess(operator_kubeconfig, log, OPERATOR_ENV).start()
+    env = {**OPERATOR_ENV, "EDGETENANT_PROMETHEUS_URL": lab.prometheus_url}
+    process = OperatorProcess(operator_kubeconfig, log, env).start()
     yield process
     process.kill()
     print(process.log_tail())

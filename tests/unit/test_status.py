@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -230,3 +231,34 @@ def test_the_reconciler_seeds_concurrency_until_the_tuner_decides() -> None:
     assert owned_patch({}, proposed, Writer.RECONCILER) == proposed
     decided = {"lastDecision": {"action": "Hold"}, "concurrency": {"current": 2, "target": 2}}
     assert owned_patch(decided, proposed, Writer.RECONCILER) == {}
+
+
+def test_a_planning_error_is_stalled_with_its_own_reason() -> None:
+    obs = Observation(
+        generation=1,
+        placement=None,
+        unplaced_reason="internal planning error: ZeroDivisionError",
+        spec_problem=None,
+        pods=(),
+        instance_count=1,
+        endpoint=None,
+        resource="",
+        selector="edgetenant.io/tenant=t",
+        replicas=0,
+        unplaced_kind="PlanningError",
+    )
+    c = conditions(desired_status({}, obs, NOW))
+    assert c["Placed"] == ("False", "PlanningError")
+    assert c["Stalled"] == ("True", "PlanningError")
+    assert ("Warning", "PlanningError", "internal planning error: ZeroDivisionError") in obs.events
+
+
+def test_what_the_planner_ignored_is_a_condition_and_an_event() -> None:
+    obs = observe(placement(), (pod("jetson-tx2-1", ready=True),))
+    quiet = desired_status({}, obs, NOW)
+    assert conditions(quiet)["PlanWarnings"] == ("False", "None")
+    message = "ModelProfile p: 2 points with zero throughput were dropped"
+    noisy = dataclasses.replace(obs, events=[], plan_warnings=(message,))
+    warned = desired_status(quiet, noisy, NOW)
+    assert conditions(warned)["PlanWarnings"] == ("True", "InputsIgnored")
+    assert ("Warning", "PlanWarnings", message) in noisy.events

@@ -363,7 +363,7 @@ def render_static_scrape_config(
     labels: Mapping[str, str] | None = None,
 ) -> str:
     """A minimal prometheus.yml scraping ``targets`` (host:port) on ``/metrics``."""
-    label_lines = "".join(f"        {key}: {value!r}\n" for key, value in sorted((labels or {}).items()))
+    label_lines = "".join(f"          {key}: {value!r}\n" for key, value in sorted((labels or {}).items()))
     target_list = ", ".join(f"'{target}'" for target in targets)
     return (
         "global:\n"
