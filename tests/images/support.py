@@ -13,12 +13,18 @@ the lab's API server, a test's HTTP server; anything it binds is moved from 0.0.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import tarfile
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +33,10 @@ from hack.images import build
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# The `kubernetes` Service as a pod sees it: its cluster IP (here a loopback address of its own) and
+# its DNS name, which kopf's in-cluster login dials.
+SERVICE_IP = "127.77.0.1"
+SERVICE_NAME = "kubernetes.default.svc"
 
 
 def free_port() -> int:
@@ -134,6 +144,16 @@ class Volumes:
         return path
 
 
+def default_field_refs() -> dict[str, str]:
+    """What the downward API gives a pod here (env valueFrom.fieldRef)."""
+    return {
+        "metadata.name": f"images-test-{uuid.uuid4().hex[:5]}",
+        "metadata.namespace": "edgetenant-system",
+        "spec.nodeName": "edge-local",
+        "status.podIP": "127.0.0.1",
+    }
+
+
 def container_options(
     pod_spec: dict[str, Any],
     container: dict[str, Any],
@@ -158,6 +178,9 @@ def container_options(
         "--ulimit=nproc=1024:1024",
         "--pull=never",
     ]
+    if network == "host":
+        # Names resolve from /etc/hosts or from nothing: a stray lookup must not leave the machine.
+        options += ["--dns=127.0.0.1", f"--add-host={SERVICE_NAME}:{SERVICE_IP}"]
     if "fsGroup" in pod_security:
         options.append(f"--group-add={pod_security['fsGroup']}")
     if "ALL" in security.get("capabilities", {}).get("drop", []):
@@ -186,7 +209,7 @@ def container_options(
             env[entry["name"]] = entry["value"]
         else:
             path = entry["valueFrom"]["fieldRef"]["fieldPath"]
-            env[entry["name"]] = (field_refs or {})[path]
+            env[entry["name"]] = (field_refs or default_field_refs())[path]
     env.update(env_overrides or {})
     options += [f"--env={name}={value}" for name, value in env.items()]
     return options
@@ -215,3 +238,62 @@ def built_archive(name: str, arch: str = "amd64") -> Path:
     if not path.is_file():
         raise AssertionError(f"{path.relative_to(REPO)} is missing: run `make images` first")
     return path
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (OSError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+@contextmanager
+def kubernetes_service(upstream: tuple[str, int], upstream_ca: str, work: Path) -> Iterator[str]:
+    """The `kubernetes` Service in front of the lab's API server: https://kubernetes.default.svc:443.
+
+    A pod reaches the API server through the Service's cluster IP and DNS name, with a serving
+    certificate valid for both. The lab's API server listens elsewhere and its certificate names only
+    127.0.0.1/localhost, so this stands in for the Service: TLS for SERVICE_NAME and SERVICE_IP (from a
+    CA of its own) on SERVICE_IP:443, re-encrypted to the API server; the bearer token passes through.
+    Yields the CA a pod must trust (its ServiceAccount ca.crt).
+    """
+    key, cert, ca_key, ca_cert = (work / n for n in ("svc.key", "svc.crt", "ca.key", "ca.crt"))
+    csr, extensions = work / "svc.csr", work / "san.ext"
+    extensions.write_text(f"subjectAltName=DNS:{SERVICE_NAME},DNS:kubernetes,IP:{SERVICE_IP}\n")
+    new_key = ["-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    for command in (
+        ["req", "-x509", *new_key, "-keyout", ca_key, "-out", ca_cert, "-subj", "/CN=images-test-ca"],
+        ["req", *new_key, "-keyout", key, "-out", csr, "-subj", f"/CN={SERVICE_NAME}"],
+        ["x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial", "-days", "1",
+         "-extfile", extensions, "-out", cert],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
+    (work / "upstream-ca.crt").write_text(upstream_ca)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context(cafile=str(work / "upstream-ca.crt"))
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*upstream, ssl=client_context)
+        except (OSError, ssl.SSLError):
+            writer.close()
+            return
+        await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+
+    # asyncio's TLS runs in one thread (memory BIOs): no SSL object is read and written at once.
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(relay, SERVICE_IP, 443, ssl=server_context))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield ca_cert.read_text()
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        loop.close()
