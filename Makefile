@@ -6,7 +6,7 @@ PY := .venv/bin/python
 UV := python3 -m uv
 PYTEST := $(PY) -m pytest
 
-.PHONY: help venv lint fmt crds lab-build dataplane-env test test-unit test-cluster test-dataplane test-e2e demo clean
+.PHONY: help venv lint fmt crds lab-build dataplane-env images test test-unit test-cluster test-dataplane test-e2e test-images demo clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -37,8 +37,11 @@ lab-build: ## Build the lab's Kubernetes binaries into the cache (cold: about 25
 dataplane-env: ## Prepare the data-plane virtualenv (tritonserver, ONNX Runtime, numpy<2)
 	hack/dataplane/setup.sh
 
-test: venv lab-build dataplane-env ## Run every test tier (sets everything up first)
-	$(PYTEST) tests/unit tests/cluster tests/dataplane tests/e2e
+images: venv ## Build the container images as OCI archives into dist/images/ (no engine; cold: about 4 min)
+	$(PY) hack/images/build.py build
+
+test: venv lab-build dataplane-env images ## Run every test tier (sets everything up first)
+	$(PYTEST) tests/unit tests/cluster tests/dataplane tests/e2e tests/images
 
 test-unit: venv ## Pure unit tests (seconds)
 	$(PYTEST) tests/unit
@@ -51,6 +54,9 @@ test-dataplane: venv dataplane-env ## Tests against real Triton + Prometheus
 
 test-e2e: venv lab-build dataplane-env ## The whole loop
 	$(PYTEST) tests/e2e
+
+test-images: venv lab-build images ## The built images, run with podman + runc as the manifests say
+	$(PYTEST) tests/images
 
 demo: venv lab-build dataplane-env ## The local edge lab, the operator, sample tenants, real inferences
 	$(PY) hack/demo.py
