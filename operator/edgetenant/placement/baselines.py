@@ -34,7 +34,7 @@ class _Room:
 
     def free_fraction_after(self, d: int, level: Level) -> float:
         device = self.problem.devices[d]
-        return (device.memory_mib - self.memory_used[d] - level.memory_mib) / device.memory_mib
+        return (device.memory_mib - self.memory_used[d] - level.memory_mib) / max(device.memory_mib, 1e-9)
 
     def take(self, tc: TenantCandidates, d: int, level: Level) -> None:
         self.memory_used[d] += level.memory_mib

@@ -41,16 +41,19 @@ from edgetenant.placement.problem import (
 from edgetenant.placement.snapshot import PlanWarning, Snapshot
 
 # CP-SAT's budget: its deterministic time (about seconds on a quiet modern core) is this share of
-# `time_limit_s`, so the wall-clock limit stays a safety net several times larger than the search.
-DETERMINISTIC_SHARE = 0.1
+# `time_limit_s`, so the wall-clock limit stays a safety net well above the search: on this
+# project's busy 2-core VM one deterministic second took up to ~9 wall seconds, and an edge
+# board running the operator may be slower still.
+DETERMINISTIC_SHARE = 0.05
 # A component with more (tenant, device, concurrency) options than this keeps its greedy plan:
 # above it CP-SAT rarely improves the greedy within its budget (measured: none of 6 synthetic
 # 30-40 tenant clusters, ~600-1,000 options), while building and searching the program still
 # costs the operator's re-plan. A 50-tenant x 20-device cluster has about 1,800 in all.
 # Small components are searched together, in programs of up to this size.
 CPSAT_MAX_OPTIONS = 500
-# All programs of one solve together: bounds the Python time spent building them.
-CPSAT_TOTAL_OPTIONS = 1_500
+# All programs of one solve together, in multiples of the largest: bounds the Python time spent
+# building them (about 0.1 ms per option).
+CPSAT_TOTAL_PROGRAMS = 3
 
 
 def _import_cpsat() -> bool:
@@ -230,11 +233,12 @@ def _solve(problem: Problem, settings: _Search, started: float) -> Plan:
 
 def _batches(parts: Sequence[Component], max_options: int) -> list[list[Component]]:
     """Components CP-SAT searches, packed in order into programs of at most `max_options`
-    options, and no more than CPSAT_TOTAL_OPTIONS in all; larger components keep the greedy plan."""
+    options, and no more than CPSAT_TOTAL_PROGRAMS x `max_options` in all; larger components
+    keep the greedy plan."""
     batches: list[list[Component]] = []
     size = total = 0
     for part in parts:
-        if part.options > max_options or total + part.options > CPSAT_TOTAL_OPTIONS:
+        if part.options > max_options or total + part.options > CPSAT_TOTAL_PROGRAMS * max_options:
             continue
         if not batches or size + part.options > max_options:
             batches.append([])
