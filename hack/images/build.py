@@ -40,7 +40,6 @@ import sys
 import tarfile
 import tempfile
 import time
-import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,11 +147,15 @@ class Definition:
 
 
 def project_version() -> str:
+    import tomllib  # noqa: PLC0415 - not at the top: `triton-layout` also runs on Python 3.10 (OpenVINO)
+
     with (REPO / "pyproject.toml").open("rb") as f:
         return str(tomllib.load(f)["project"]["version"])
 
 
 def load_definition(path: Path = DEFINITION) -> Definition:
+    import tomllib  # noqa: PLC0415 - see project_version
+
     with path.open("rb") as f:
         data = tomllib.load(f)
     defaults = data["defaults"]
