@@ -24,7 +24,7 @@ from edgetenant.render.kube import TEMPLATE_ANNOTATION
 from edgetenant.settings import Settings
 from edgetenant.status import Writer
 from edgetenant.status_writer import TenantWriter
-from tests.cluster.test_operator import OPERATOR_ENV, tenant
+from tests.cluster.test_operator import OPERATOR_ENV, tenant, wait_placed
 from tests.cluster.test_operator_crash import add_capacity
 from tests.lab import Lab, OperatorProcess, wait_for
 
@@ -253,8 +253,15 @@ def test_a_new_template_on_a_single_device_node_rolls_out_instead_of_stalling(
             timeout=90,
         )[0]
         old_template = first["metadata"]["annotations"][TEMPLATE_ANNOTATION]
-        deployment = lab.get_json("deployment", name, "-n", namespace)
-        assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+        # Its pod holds the only device: from now on a rollout replaces it.
+        wait_for(
+            "the Deployment to replace rather than surge",
+            lambda: (
+                lab.get_json("deployment", name, "-n", namespace)["spec"]["strategy"]["rollingUpdate"]
+                == {"maxSurge": 0, "maxUnavailable": 1}
+            ),
+            timeout=30,
+        )
         # A new model URI is a new pod template; make-before-break would need a second device.
         body["spec"]["model"]["uri"] = "http://127.0.0.1:1/other.onnx"
         lab.apply(body)
@@ -356,5 +363,58 @@ def test_an_oom_kill_backs_off_records_the_ceiling_and_lowers_the_config_map(
             0
         ]["resources"]["limits"]
         assert limits["memory"] == f"{256 + 4 * 300}Mi", "the limit holds max instances at the memory hint"
+    finally:
+        remove_capacity(lab, klass)
+
+
+# --- one tenant's failure stays its own ----------------------------------------------------------------
+
+
+class BreaksOn(Kube):
+    """The real adapter, except that applying one tenant's objects raises an unexpected error."""
+
+    def __init__(self, api: k8s.ApiClient, tenant: str) -> None:
+        super().__init__(api)
+        self.broken = tenant
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        labels = obj["metadata"].get("labels") or {}
+        if labels.get("edgetenant.io/tenant") == self.broken:
+            raise RuntimeError("injected: a bug that only this tenant's objects hit")
+        return await super().apply(obj)
+
+
+def test_one_tenants_unexpected_error_does_not_stop_the_others(
+    lab: Lab, operator_kubeconfig: Path, namespace: str
+) -> None:
+    klass = f"isolate-{namespace}"
+    add_capacity(lab, klass, nodes=1)
+    names = ("broken", "fine-a", "fine-b")
+    lab.apply([tenant(name, namespace, acceleratorClasses=[klass]) for name in names])
+
+    async def scenario() -> Reconciler:
+        kube = BreaksOn(api_client(operator_kubeconfig), "broken")
+        cache = ClusterCache()
+        cache.classes[klass] = lab.get_json("acceleratorclass", klass)
+        for node in lab.get_json("nodes")["items"]:
+            cache.nodes[node["metadata"]["name"]] = node
+        for name in names:
+            found = await kube.get_tenant(namespace, name)
+            assert found is not None
+            cache.put_tenant(f"{namespace}/{name}", found)
+        writer = TenantWriter(kube, cache, event_interval_s=600)
+        reconciler = Reconciler(kube, Settings(prometheus_url=lab.prometheus_url), cache, writer)
+        await reconciler.reconcile_all()  # must not raise
+        return reconciler
+
+    try:
+        reconciler = asyncio.run(scenario())
+        for name in ("fine-a", "fine-b"):
+            wait_placed(lab, namespace, name, timeout=10)
+            lab.get_json("deployment", name, "-n", namespace)
+        assert f"{namespace}/broken" in reconciler.dirty_keys, (
+            "the failed tenant is retried with the next pass"
+        )
+        assert lab.kubectl("get", "deployment", "broken", "-n", namespace, check=False).returncode != 0
     finally:
         remove_capacity(lab, klass)

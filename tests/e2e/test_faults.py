@@ -17,50 +17,18 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.lab import LAB, Lab, OperatorProcess, lab_env, lab_session, wait_for
+from tests.lab import LAB, Lab, OperatorProcess, lab_env, wait_for
 
 MODEL = "faults-mobilenet"
 
 
 def lab_cli(*args: str) -> None:
     subprocess.run([sys.executable, str(LAB), *args], check=True, timeout=180)
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    yield from lab_session()
-
-
-@pytest.fixture(scope="module")
-def namespace(lab: Lab) -> Iterator[str]:
-    name = f"faults-{uuid.uuid4().hex[:6]}"
-    lab.kubectl("create", "namespace", name)
-    yield name
-    lab.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture(scope="module")
-def operator(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    work = tmp_path_factory.mktemp("faults-operator")
-    kubeconfig = lab.service_account_kubeconfig(
-        "edgetenant-system", "edgetenant-operator", work / "kubeconfig"
-    )
-    env = {
-        "EDGETENANT_PROMETHEUS_URL": lab.prometheus_url,
-        "EDGETENANT_TUNE_INTERVAL_S": "5",
-        "EDGETENANT_RESYNC_S": "2",
-    }
-    process = OperatorProcess(kubeconfig, work / "operator.log", env).start()
-    yield process
-    process.kill()
-    print(process.log_tail())
 
 
 def status_of(lab: Lab, namespace: str, name: str) -> dict[str, Any]:
