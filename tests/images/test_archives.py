@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from hack.images import build
 
 from tests.images.support import built_archive
 
+REPO = Path(__file__).resolve().parents[2]
 DEFINITION = build.load_definition()
 ARCHIVES = [(spec.name, arch) for spec in DEFINITION.images for arch in spec.archs]
 ELF_MACHINE = {"amd64": 62, "arm64": 183}  # e_machine: EM_X86_64, EM_AARCH64
@@ -99,3 +102,19 @@ def test_every_executable_and_library_is_built_for_the_archive_platform(name: st
                         wrong.append(info.name)
     assert checked > 10
     assert not wrong, f"{len(wrong)} files for another CPU, e.g. {wrong[:5]}"
+
+
+def test_k3s_airgap_script_stages_the_archives_of_one_architecture(tmp_path: Path) -> None:
+    images_dir = tmp_path / "agent-images"
+    result = subprocess.run(
+        [str(REPO / "hack" / "images" / "k3s-airgap.sh"), "--arch", "arm64"],
+        env={**os.environ, "K3S_IMAGES_DIR": str(images_dir)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    staged = sorted(path.name for path in images_dir.iterdir())
+    expected = sorted(spec.archive_name("arm64") for spec in DEFINITION.images if "arm64" in spec.archs)
+    assert staged == expected
+    assert "kubectl apply -k manifests/overlays/k3s-airgap" in result.stdout

@@ -145,3 +145,21 @@ def test_layers_are_reproducible(tmp_path: Path) -> None:
         (root / "usr" / "bin" / "link").symlink_to("../a.txt")
         digests.append(build.write_layer(root, tmp_path / f"layer{attempt}.tar.gz")[:2])
     assert digests[0] == digests[1]
+
+
+def test_airgap_overlay_serves_cpu_classes_from_images_built_for_their_nodes() -> None:
+    """manifests/overlays/k3s-airgap points the CPU classes at an image `make images` builds for that CPU."""
+    definition = build.load_definition()
+    archs = {spec.reference(definition.registry): set(spec.archs) for spec in definition.images}
+    overlay = yaml.safe_load(
+        (REPO / "manifests" / "overlays" / "k3s-airgap" / "kustomization.yaml").read_text()
+    )
+    node_arch = {"x86-cpu": "amd64", "arm64-cpu": "arm64"}
+    patched = set()
+    for patch in overlay["patches"]:
+        for op in yaml.safe_load(patch["patch"]):
+            formats = op["value"] if isinstance(op["value"], list) else [op["value"]]
+            for entry in formats:
+                assert node_arch[patch["target"]["name"]] in archs[entry["image"]], entry
+                patched.add(patch["target"]["name"])
+    assert patched == set(node_arch)
