@@ -45,12 +45,13 @@ from edgetenant.placement.snapshot import PlanWarning, Snapshot
 # project's busy 2-core VM one deterministic second took up to ~9 wall seconds, and an edge
 # board running the operator may be slower still.
 DETERMINISTIC_SHARE = 0.05
-# A component with more (tenant, device, concurrency) options than this keeps its greedy plan:
-# above it CP-SAT rarely improves the greedy within its budget (measured: none of 6 synthetic
-# 30-40 tenant clusters, ~600-1,000 options), while building and searching the program still
-# costs the operator's re-plan. A 50-tenant x 20-device cluster has about 1,800 in all.
-# Small components are searched together, in programs of up to this size.
-CPSAT_MAX_OPTIONS = 500
+# A component with more (tenant, device, concurrency) options than this many per second of
+# `time_limit_s` keeps its greedy plan (500 at the default 2 s): above it CP-SAT did not improve
+# the greedy within its budget (none of 5 synthetic 30-tenant clusters, ~600 options), while
+# building and searching the program still costs the operator's re-plan. A 50-tenant x
+# 20-device cluster has about 1,800 options in all. Small components are searched together, in
+# programs of up to this size. A larger time limit buys both a larger budget and larger programs.
+CPSAT_OPTIONS_PER_SECOND = 250
 # All programs of one solve together, in multiples of the largest: bounds the Python time spent
 # building them (about 0.1 ms per option).
 CPSAT_TOTAL_PROGRAMS = 3
@@ -146,7 +147,7 @@ def solve(
     num_workers: int = 1,
     seed: int = 0,
     use_cpsat: bool = True,
-    cpsat_max_options: int = CPSAT_MAX_OPTIONS,
+    cpsat_max_options: int | None = None,
 ) -> Plan:
     """Place every tenant it can. Never raises: "does not fit" is a reason in the plan, and an
     unexpected error costs only the tenants it comes from (Unplaced.kind PlanningError)."""
@@ -157,7 +158,9 @@ def solve(
         deterministic_s=DETERMINISTIC_SHARE * time_limit_s,
         time_limit_s=time_limit_s,
         use_cpsat=use_cpsat,
-        cpsat_max_options=cpsat_max_options,
+        cpsat_max_options=(
+            round(CPSAT_OPTIONS_PER_SECOND * time_limit_s) if cpsat_max_options is None else cpsat_max_options
+        ),
         num_workers=num_workers,
         seed=seed,
     )
