@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gzip
 import hashlib
 import io
@@ -442,7 +443,7 @@ class Builder:
         """Debian's packages of the definition (plus an image's extras: then a base of its own)."""
         d = self.definition
         packages = (*d.debian, *extra)
-        key = key_of("base", arch, d.suite, d.mirrors, packages, d.uid, _source_hash([Path(__file__)]))
+        key = key_of("base", arch, d.suite, d.mirrors, packages, d.uid, builder_hash())
         return self._layer(
             f"base-{arch}",
             key,
@@ -508,13 +509,23 @@ class Builder:
         requirements = self.requirements(spec)
         if not requirements.strip():
             return None
-        key = key_of("python", arch, requirements, spec.triton, _source_hash([Path(__file__)]))
+        key = key_of("python", arch, requirements, spec.triton, builder_hash())
         return self._layer(
             f"python-{arch}",
             key,
             f"{spec.name}: pinned wheels ({spec.python})",
             lambda stage: self._make_python(stage, spec, arch, requirements),
         )
+
+    def _install(self, site: Path, *what: str) -> None:
+        """uv pip install into site (no dependency resolution: everything is pinned), for the image's Python;
+        then drop console scripts, which carry the build host's interpreter in their shebang."""
+        run(
+            [*self.uv, "pip", "install", "--quiet", "--target", str(site), "--no-deps", "--no-compile",
+             "--python-version", PYTHON, *what],
+            capture_output=True,
+        )  # fmt: skip
+        shutil.rmtree(site / "bin", ignore_errors=True)
 
     def _make_python(self, stage: Path, spec: ImageSpec, arch: str, requirements: str) -> list[str]:
         site = stage / SITE_PACKAGES
@@ -523,27 +534,7 @@ class Builder:
             req.write(requirements)
             req.flush()
             log(f"python-{arch}: uv pip install --target ({spec.python}, {UV_PLATFORMS[arch]})")
-            run(
-                [
-                    *self.uv,
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--target",
-                    site,
-                    "--no-deps",
-                    "--require-hashes",
-                    "--python-platform",
-                    UV_PLATFORMS[arch],
-                    "--python-version",
-                    PYTHON,
-                    "--no-compile",
-                    "-r",
-                    req.name,
-                ],
-                capture_output=True,
-            )
-        shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts with the build host's shebang
+            self._install(site, "--require-hashes", "--python-platform", UV_PLATFORMS[arch], "-r", req.name)
         if spec.triton:
             install_triton_launcher(stage, site_packages=f"/{SITE_PACKAGES}", python_version=PYTHON)
         compile_python(stage, SITE_PACKAGES)
@@ -555,7 +546,7 @@ class Builder:
         if not spec.project:
             return None
         sources = [REPO / "pyproject.toml", *sorted((REPO / "operator" / "edgetenant").rglob("*.py"))]
-        key = key_of("app", _source_hash([Path(__file__), *sources]))
+        key = key_of("app", builder_hash(), _source_hash(sources))
         return self._layer("app", key, "edgetenant (this checkout's wheel)", self._make_app)
 
     def _make_app(self, stage: Path) -> list[str]:
@@ -565,23 +556,7 @@ class Builder:
             log("app: uv build --wheel")
             run([*self.uv, "build", "--quiet", "--wheel", "--out-dir", wheels, REPO], capture_output=True)
             wheel = next(Path(wheels).glob("edgetenant-*.whl"))
-            run(
-                [
-                    *self.uv,
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--target",
-                    site,
-                    "--no-deps",
-                    "--no-compile",
-                    "--python-version",
-                    PYTHON,
-                    wheel,
-                ],
-                capture_output=True,
-            )
-        shutil.rmtree(site / "bin", ignore_errors=True)
+            self._install(site, str(wheel))
         command = stage / "usr" / "local" / "bin" / "edgetenant"
         command.parent.mkdir(parents=True)
         command.write_text(
@@ -649,6 +624,12 @@ class Builder:
             shutil.rmtree(work, ignore_errors=True)
         log(f"{spec.name} ({arch}): {archive.stat().st_size / 2**20:.0f} MiB -> {archive}")
         return archive
+
+
+@functools.cache
+def builder_hash() -> str:
+    """This file's own hash, in every cache key (read once: an edit during a build changes nothing)."""
+    return _source_hash([Path(__file__)])
 
 
 def _source_hash(paths: Sequence[Path]) -> str:
@@ -894,8 +875,9 @@ def cmd_rootfs(args: argparse.Namespace) -> int:
         raise BuildError(f"image {spec.name} is built for {', '.join(spec.archs)}, not {args.arch}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    # Python 3.11.4 added extraction filters; "tar" keeps modes and links, refuses absolute paths.
-    options: dict[str, Any] = {"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}
+    # Our own layers, written by write_layer: trusted as they are (the "tar" filter would clear /tmp's
+    # sticky bit). Python 3.11.4 added extraction filters; older versions extract the same way.
+    options: dict[str, Any] = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
     for layer in Builder(definition).layers(spec, args.arch):
         with tarfile.open(layer.path, "r:gz") as tar:
             tar.extractall(out, **options)

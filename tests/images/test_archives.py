@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -118,3 +120,31 @@ def test_k3s_airgap_script_stages_the_archives_of_one_architecture(tmp_path: Pat
     expected = sorted(spec.archive_name("arm64") for spec in DEFINITION.images if "arm64" in spec.archs)
     assert staged == expected
     assert "kubectl apply -k manifests/overlays/k3s-airgap" in result.stdout
+
+
+def test_dockerfile_build_stage_yields_the_archive_files(tmp_path: Path) -> None:
+    """The generated Dockerfiles copy what `build.py rootfs` unpacks: the same files, modes and links
+    as the archive `make images` wrote (shown on the smallest image)."""
+    out = tmp_path / "rootfs"
+    subprocess.run(
+        [sys.executable, str(REPO / "hack" / "images" / "build.py"), "rootfs", "--image", "model-fetcher",
+         "--arch", "amd64", "--out", str(out)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    unpacked = {
+        path.relative_to(out).as_posix(): (
+            path.lstat().st_mode,
+            path.lstat().st_size if stat.S_ISREG(path.lstat().st_mode) else 0,
+        )
+        for path in out.rglob("*")
+    }
+    archived = {}
+    with tarfile.open(built_archive("model-fetcher", "amd64")) as tar:
+        manifest = json.loads(blob(tar, read_json(tar, "index.json")["manifests"][0]["digest"]))
+        for layer in manifest["layers"]:
+            member = tar.extractfile(f"blobs/sha256/{layer['digest'].removeprefix('sha256:')}")
+            with tarfile.open(fileobj=member, mode="r|gz") as files:
+                for info in files:
+                    kind = stat.S_IFDIR if info.isdir() else stat.S_IFLNK if info.issym() else stat.S_IFREG
+                    archived[info.name] = (kind | info.mode, info.size if info.isreg() else 0)
+    assert unpacked == archived
