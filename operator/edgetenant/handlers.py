@@ -162,6 +162,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = config.watch_timeout_s
     settings.watching.client_timeout = config.watch_timeout_s + 30
     settings.watching.connect_timeout = 30
+    # kopf retries a failing API request (a watch included) 8 times over 54 s by default; an API server
+    # that restarts slowly (etcd defragmenting on a Raspberry Pi) outlasts that, and a watcher that gives
+    # up stays down. Retry for about ten minutes; past that kopf stops the operator and the Deployment
+    # restarts it.
+    settings.networking.error_backoffs = (1, 1, 2, 3, 5, 8, 13, 21, *([30] * 18))
     settings.posting.level = logging.WARNING  # our own Events are posted by the reconciler
     settings.persistence.finalizer = "edgetenant.io/operator"  # never added: no deletion handlers
     settings.persistence.diffbase_storage = _NoChangeTracking()

@@ -222,11 +222,12 @@ class TuningDriver:
             state = state.model_copy(update={"ceiling": int(concurrency["ceiling"]), "ceiling_at": learned})
         return state
 
-    async def scrape_interval(self, uid: str, namespace: str, pod_regex: str) -> float:
-        """The scrape interval Prometheus uses for the tenant's pods (the setting when it cannot tell)."""
+    async def scrape_interval(self, uid: str, namespace: str, pod_regex: str) -> tuple[float, bool]:
+        """The scrape interval Prometheus uses for the tenant's pods, and whether Prometheus said so
+        (else the setting)."""
         known = self.scrape.get(uid)
         if known is not None and time.monotonic() - known[1] < SCRAPE_INTERVAL_TTL_S:
-            return known[0]
+            return known[0], True
         try:
             found = await prometheus.scrape_interval_s(
                 self.prometheus, {"namespace": namespace}, {"pod": pod_regex}
@@ -234,10 +235,12 @@ class TuningDriver:
         except EdgeTenantError as error:
             log.debug("scrape interval of %s/%s unknown: %s", namespace, pod_regex, error)
             found = None
-        interval = found or self.settings.scrape_interval_s
-        if found is not None:  # only a real answer is remembered; the fallback is asked again
-            self.scrape[uid] = (interval, time.monotonic())
-        return interval
+        if found is None:
+            # Prometheus is down or does not list the pods (yet): the last interval it told stays
+            # true (an outage must not stretch the tuning interval); the setting only without one.
+            return (known[0], True) if known is not None else (self.settings.scrape_interval_s, False)
+        self.scrape[uid] = (found, time.monotonic())
+        return found, True
 
     async def tick(self, key: str) -> Decision | None:
         body = self.cache.tenants.get(key)
@@ -262,15 +265,16 @@ class TuningDriver:
             return None  # nothing serves yet: nothing to tune (and no reason to ask Prometheus)
         namespace, name = str(tenant.metadata.namespace), str(tenant.metadata.name)
         pod_regex = f"{name}-[a-z0-9]+-[a-z0-9]+"
-        scrape_s = await self.scrape_interval(uid, namespace, pod_regex)
+        scrape_s, told = await self.scrape_interval(uid, namespace, pod_regex)
         state = self.state_for(uid, tenant, status, scrape_s)
         try:
             klass = AcceleratorClass.model_validate(klass_body)
             spec = triton_spec(tenant, klass, state.current)
         except (pydantic.ValidationError, ValueError):
             return None
-        interval = prometheus.tuning_interval_s(scrape_s, self.settings.tune_interval_s)
-        self.next_due[uid] = time.monotonic() + interval
+        if told:  # not told (a new pod, Prometheus down): look again after the shortest interval
+            interval = prometheus.tuning_interval_s(scrape_s, self.settings.tune_interval_s)
+            self.next_due[uid] = time.monotonic() + interval
         target: TuningTarget = target_for(
             model=served_model_name(tenant),
             endpoints=[f"http://{ip}:{HTTP_PORT}" for ip in endpoints],

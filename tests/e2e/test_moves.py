@@ -24,11 +24,16 @@ def ready(status: dict[str, Any]) -> bool:
 
 
 def serves(ip: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{ip}:8000/v2/models/{MODEL}/ready", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+    """Triton on this pod answers that the model is ready (twice asked: a loaded 2-core machine can
+    make one answer slow while the other pod loads its model)."""
+    for _ in range(2):
+        try:
+            with urllib.request.urlopen(f"http://{ip}:8000/v2/models/{MODEL}/ready", timeout=5) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+    return False
 
 
 def test_a_class_change_on_the_same_node_is_ready_only_from_the_new_template(
@@ -61,8 +66,9 @@ def test_a_class_change_on_the_same_node_is_ready_only_from_the_new_template(
         wait_for("Ready on x86-cpu", lambda: ready(status_of(lab, namespace)), timeout=240, interval=2)
         body["spec"]["acceleratorClasses"] = ["x86-cpu-alt"]
         lab.apply(body)
+        changed = time.monotonic()
         violations: list[str] = []
-        gaps = 0
+        gaps: list[str] = []
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             status = status_of(lab, namespace)
@@ -82,7 +88,12 @@ def test_a_class_change_on_the_same_node_is_ready_only_from_the_new_template(
                 and p["status"].get("podIP") and serves(p["status"]["podIP"])
             ]  # fmt: skip
             if not any(p["status"].get("podIP") and serves(p["status"]["podIP"]) for p in pods):
-                gaps += 1
+                seen = ", ".join(
+                    f"{p['metadata']['name']}:{p['status'].get('podIP')}:{_ready(p)}" for p in pods
+                )
+                gaps.append(
+                    f"{time.monotonic() - changed:.1f}s {seen or 'no pods'} active={active_of(status)}"
+                )
             active = (status.get("activePlacement") or {}).get("acceleratorClass")
             target = (status.get("targetPlacement") or {}).get("acceleratorClass")
             if target == "x86-cpu-alt" and (ready(status) or active == "x86-cpu-alt") and not new_serving:
@@ -95,7 +106,19 @@ def test_a_class_change_on_the_same_node_is_ready_only_from_the_new_template(
         final = status_of(lab, namespace)
         assert ready(final) and final["activePlacement"]["acceleratorClass"] == "x86-cpu-alt", final
         assert not violations, violations[:3]
-        assert gaps == 0, f"no pod served the model at {gaps} checks: the change was not make-before-break"
+        assert not gaps, f"no pod served the model at {len(gaps)} checks (pods then: {gaps[:3]})"
     finally:
         lab.kubectl("delete", "itn", MODEL, "-n", namespace, "--wait=false", check=False)
         lab.kubectl("delete", "acceleratorclass", "x86-cpu-alt", "--ignore-not-found", check=False)
+
+
+def _ready(pod: dict[str, Any]) -> str:
+    return next((c["status"] for c in pod["status"].get("conditions", []) if c["type"] == "Ready"), "?")
+
+
+def _ready(pod: dict[str, Any]) -> str:
+    return next((c["status"] for c in pod["status"].get("conditions", []) if c["type"] == "Ready"), "?")
+
+
+def active_of(status: dict[str, Any]) -> str | None:
+    return (status.get("activePlacement") or {}).get("acceleratorClass")
