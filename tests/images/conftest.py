@@ -6,6 +6,7 @@ the lab is brought up as in tests/cluster (EDGETENANT_LAB_DIR / EDGETENANT_LAB_P
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 
@@ -16,8 +17,12 @@ from tests.lab import Lab, lab_session
 
 
 @pytest.fixture(scope="session")
-def podman(tmp_path_factory: pytest.TempPathFactory) -> Podman:
-    return Podman(tmp_path_factory.mktemp("podman"))
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
+    runtime = Podman(tmp_path_factory.mktemp("podman"))
+    yield runtime
+    # The store holds unpacked copies of every image (GBs with vfs): not worth keeping after the run.
+    runtime.podman("rm", "--all", "--force", check=False)
+    shutil.rmtree(runtime.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
