@@ -1,10 +1,18 @@
 """Triton adapter: KServe v2 + Triton's model-control and statistics APIs, async.
 
-Wraps ``tritonclient.http.aio``. Foreign errors become the project's own: a refused load
-is ``ModelLoadError`` carrying Triton's message; an unreachable server, a timeout or any
-other server-side refusal is ``TransientError`` (worth retrying later).
+Wraps ``tritonclient.http.aio`` (``TritonAdapter``) and, for model control while a model
+serves traffic, ``tritonclient.grpc.aio`` (``TritonControl``). Foreign errors become the
+project's own: a refused load is ``ModelLoadError`` carrying Triton's message; an unreachable
+server, a timeout or any other server-side refusal is ``TransientError`` (worth retrying later).
+
 Instance-count changes are live: ``load_model(name, config=...)`` on a loaded model makes
-Triton build the new instances and swap them in while the old ones keep serving.
+Triton build the new instances and swap them in while the old ones keep serving. Send such
+changes through ``TritonControl`` (gRPC), never over HTTP: Triton 2.51's HTTP frontend runs a
+load on the libevhtp worker thread that received it, and that thread answers none of its other
+connections (inference included) until the load returns — seconds for a scale-up, and for a
+scale-down as long as the removed instance takes to drain (under saturating load without
+dynamic batching: minutes). The gRPC frontend runs each load on a thread of its own. See
+docs/dataplane.md, "Live instance changes".
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
+import tritonclient.grpc.aio as triton_grpc
 import tritonclient.http.aio as triton_http
 from tritonclient.utils import InferenceServerException
 
@@ -62,8 +71,15 @@ class RepositoryModel:
     reason: str
 
 
+GRPC_SCHEME = "grpc://"
+# gRPC status codes (as tritonclient reports them) that say "not now", not "this config is bad".
+_TRANSIENT_GRPC_STATUSES = frozenset(
+    {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED"}
+)
+
+
 def _strip_scheme(url: str) -> str:
-    for scheme in ("http://", "https://"):
+    for scheme in ("http://", "https://", GRPC_SCHEME):
         if url.startswith(scheme):
             return url[len(scheme) :].rstrip("/")
     return url.rstrip("/")
@@ -75,7 +91,7 @@ async def _translated(action: str, url: str, *, load: bool = False) -> AsyncIter
         yield
     except InferenceServerException as exc:
         message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
-        if load:
+        if load and exc.status() not in _TRANSIENT_GRPC_STATUSES:
             raise ModelLoadError(f"{action} on {url}: {message}") from exc
         raise TransientError(f"{action} on {url}: {message}") from exc
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -110,7 +126,10 @@ class TritonAdapter:
             return bool(await self._client.is_model_ready(name))
 
     async def load_model(self, name: str, *, config: str | None = None) -> None:
-        """Load (or reload with ``config``, Triton's JSON model config). ModelLoadError on refusal."""
+        """Load (or reload with ``config``, Triton's JSON model config). ModelLoadError on refusal.
+
+        Over HTTP: fine before traffic arrives; for live changes use ``TritonControl``.
+        """
         async with _translated(f"load model {name!r}", self.url, load=True):
             await self._client.load_model(name, config=config)
 
@@ -183,6 +202,59 @@ class TritonAdapter:
             )
             for entry in raw
         ]
+
+
+class TritonControl:
+    """Model control over Triton's gRPC endpoint (``grpc://host:port``): loads that never stall
+    inference. Use as ``async with TritonControl(url) as control:``.
+
+    A load returns when Triton has finished it. Removing instances waits for them to drain:
+    Triton stops a removed instance's backend thread with an exit payload that it only takes
+    when the model's shared payload queue is empty, so under saturating load without dynamic
+    batching a scale-down can take minutes; ``timeout_s`` bounds the wait (the load then goes
+    on in Triton, and the caller sees ``TransientError``).
+    """
+
+    def __init__(self, url: str, *, timeout_s: float = 300.0) -> None:
+        if not url.startswith(GRPC_SCHEME):
+            raise ValueError(f"{url!r}: a Triton gRPC endpoint is grpc://host:port")
+        self.url = url
+        self.timeout_s = timeout_s
+        self._client = triton_grpc.InferenceServerClient(_strip_scheme(url))
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def load_model(self, name: str, *, config: str | None = None) -> None:
+        """Load (or change live with ``config``). ModelLoadError when Triton refuses the config."""
+        async with _translated(f"load model {name!r}", self.url, load=True):
+            await self._client.load_model(name, config=config, client_timeout=self.timeout_s)
+
+    async def apply_spec(self, spec: TritonModelSpec) -> None:
+        await self.load_model(spec.name, config=model_config_json(spec))
+
+    async def unload_model(self, name: str) -> None:
+        async with _translated(f"unload model {name!r}", self.url):
+            await self._client.unload_model(name, client_timeout=self.timeout_s)
+
+
+async def load_model_at(url: str, name: str, *, config: str | None = None) -> None:
+    """Load ``name`` on the Triton at ``url``: ``grpc://host:port`` (live changes: never stalls
+    inference) or ``http://host:port`` (stalls the HTTP connections sharing its worker thread)."""
+    if url.startswith(GRPC_SCHEME):
+        async with TritonControl(url) as control:
+            await control.load_model(name, config=config)
+    else:
+        async with TritonAdapter(url) as triton:
+            await triton.load_model(name, config=config)
 
 
 class TritonClient:

@@ -246,6 +246,11 @@ class TritonProcess(_Server):
         return f"{self.address}:{self.grpc_port}"
 
     @property
+    def control_url(self) -> str:
+        """Model control for live changes (gRPC: a load never stalls inference; see adapters.triton)."""
+        return f"grpc://{self.grpc_url}"
+
+    @property
     def metrics_url(self) -> str:
         return f"http://{self.address}:{self.metrics_port}/metrics"
 

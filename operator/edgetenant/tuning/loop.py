@@ -2,7 +2,12 @@
 
 Shared by the operator (one ``tune_tick`` per tenant from a kopf timer) and by
 ``edgetenant tune`` (``TuningLoop``). Knows nothing of Kubernetes: the caller passes the
-endpoints (pod URLs), the knobs and the saved state, and keeps the returned state.
+endpoints (each pod's model-control URL), the knobs and the saved state, and keeps the
+returned state.
+
+A change is applied while the model serves traffic, so it goes to Triton's gRPC endpoint
+(``grpc://host:port``): an HTTP load holds up every HTTP inference connection that shares the
+load's worker thread in Triton until the load returns (see ``adapters.triton``).
 """
 
 from __future__ import annotations
@@ -68,7 +73,9 @@ class TuningTarget:
     """One tenant's model: where its metrics are and which Tritons serve it."""
 
     model: str
-    endpoints: Sequence[str]  # Triton HTTP URLs, one per pod; every one gets each change
+    # Model-control URLs, one per pod; every one gets each change. grpc://host:port, or
+    # http://host:port for a Triton that offers no gRPC (its HTTP clients stall during a load).
+    endpoints: Sequence[str]
     render_config: RenderConfig
     query: prometheus.SignalQuery
     load_model: LoadModel
@@ -105,11 +112,10 @@ def target_for(
 
 
 async def triton_load_model(endpoint: str, model: str, config_json: str) -> None:
-    """Load ``model`` with ``config_json`` through the Triton adapter."""
-    from edgetenant.adapters.triton import TritonAdapter  # noqa: PLC0415  (lazy: pulls in tritonclient)
+    """Load ``model`` with ``config_json`` on the Triton at ``endpoint`` (grpc:// or http://)."""
+    from edgetenant.adapters.triton import load_model_at  # noqa: PLC0415  (lazy: pulls in tritonclient)
 
-    async with TritonAdapter(endpoint) as triton:
-        await triton.load_model(model, config=config_json)
+    await load_model_at(endpoint, model, config=config_json)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +170,12 @@ async def tune_tick_detailed(
 
 async def apply_state(state: TunerState, target: TuningTarget) -> None:
     """Make every endpoint run the state's setting (at start-up). Raises the first failure."""
-    errors = await _apply_everywhere(target, target.render_config(state.current, state.batching))
+    await apply_setting(target, state.current, state.batching)
+
+
+async def apply_setting(target: TuningTarget, instances: int, batching: bool) -> None:
+    """Apply one setting to every endpoint, as a tick applies a decision. Raises the first failure."""
+    errors = await _apply_everywhere(target, target.render_config(instances, batching))
     if errors:
         raise errors[0][1]
 
