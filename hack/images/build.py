@@ -11,7 +11,8 @@ The images are defined once, in images/images.toml. Each is up to three layers:
 1. **base**: a Debian root file system from `mmdebstrap --variant=extract` (packages unpacked, no
    maintainer script run, so a foreign architecture needs no emulation), with a dpkg status database
    written from the packages' own control data, passwd/group with the non-root user, the CA bundle,
-   and the standard library byte-compiled. One per architecture, shared by every image.
+   and the standard library byte-compiled. One per architecture, shared by every image that asks for
+   no extra Debian packages (the Triton images add bash and dash: Triton starts its stub through them).
 2. **python**: pinned wheels (uv.lock's base dependencies, or a hashed requirements file), installed
    with `uv pip install --target` for the image's architecture; for Triton images also the Python-backend
    stub beside libtriton_python.so and a `tritonserver` launcher.
@@ -23,6 +24,7 @@ pycs, so a read-only root file system costs no start-up time), gzip-compressed, 
 into OCI image archives (oci-layout, index.json naming the image with `io.containerd.image.name` and
 `org.opencontainers.image.ref.name`, blobs/) that `podman load`, `ctr images import` and K3s' agent
 images directory accept. Beside each archive: `<archive>.packages.txt`, every dpkg and pip package in it.
+A full build (no --image/--arch) forgets the cache entries it no longer uses.
 """
 
 from __future__ import annotations
@@ -402,6 +404,7 @@ class Builder:
         self.layers_dir = self.cache / "layers"
         self.layers_dir.mkdir(parents=True, exist_ok=True)
         self._uv: list[str] | None = None
+        self.used: set[Path] = set()  # cache entries this run produced or reused
 
     @property
     def uv(self) -> list[str]:
@@ -409,9 +412,24 @@ class Builder:
             self._uv = uv_command()
         return self._uv
 
+    def prune(self) -> None:
+        """Forget the cache entries a full build did not use: older inputs' layers and archives."""
+        stale = [
+            entry
+            for directory in (self.layers_dir, self.cache / "archives")
+            if directory.is_dir()
+            for entry in directory.iterdir()
+            if entry not in self.used and not entry.name.startswith(".")  # another build's work
+        ]
+        for entry in stale:
+            shutil.rmtree(entry, ignore_errors=True)
+        if stale:
+            log(f"pruned {len(stale)} cache entries no longer built")
+
     def _layer(self, kind: str, key: str, comment: str, make: Any) -> Layer:
         """The cached layer `kind-key`, made by make(stage) -> packages when missing."""
         final = self.layers_dir / f"{kind}-{key}"
+        self.used.add(final)
         if (final / "layer.json").is_file():
             log(f"{kind}: cached ({final.name})")
             return Layer.load(final)
@@ -597,6 +615,7 @@ class Builder:
         config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
         key = key_of("image", spec.name, arch, sha256_bytes(config_bytes), [layer.digest for layer in layers])
         directory = self.cache / "archives" / key
+        self.used.add(directory)
         archive = directory / spec.archive_name(arch)
         if archive.is_file():
             log(f"{spec.name} ({arch}): cached")
@@ -857,6 +876,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             if args.arch and arch not in args.arch:
                 continue
             built.append((spec, arch, publish(builder.image(spec, arch))))
+    if not args.image and not args.arch:
+        builder.prune()
     for spec, arch, path in built:
         print(
             f"{spec.reference(definition.registry):<52} {arch:<6} {path.stat().st_size / 2**20:6.0f} MiB  "
