@@ -167,6 +167,24 @@ class _State:
                 )
         return here
 
+    def stay(self, t: int) -> None:
+        """Put the tenant on its current device, at the level that gains most there, if it fits."""
+        tc = self.problem.tenants[t]
+        if tc.current is None:
+            return
+        for cc in tc.classes:
+            if tc.current not in self._members(cc):
+                continue
+            one = np.array([tc.current], dtype=np.int64)
+            gains = self.gains(t, (one, one), cc)[0]
+            j = int(np.argmax(gains))
+            if gains[j] > -np.inf:
+                level = cc.levels[j]
+                self.add(
+                    t, tc.current, level.concurrency, tc.tenant.demand / level.throughput, level.memory_mib
+                )
+            return
+
     def place(self, t: int) -> bool:
         choice = self.best(t)
         # A tenant is placed when it adds value; one with no demand still gets a device.
@@ -194,14 +212,24 @@ def greedy_order(problem: Problem) -> list[int]:
     )
 
 
-def solve_greedy(problem: Problem, *, relocation_passes: int | None = None) -> dict[str, Choice]:
-    """`relocation_passes` defaults to 3, and 1 above 500 tenants (each pass costs a greedy run)."""
+def solve_greedy(
+    problem: Problem, *, relocation_passes: int | None = None, incumbent: bool = False
+) -> dict[str, Choice]:
+    """`relocation_passes` defaults to 3, and 1 above 500 tenants (each pass costs a greedy run).
+
+    `incumbent`: start from where tenants are now (each on its current device, at its best level
+    there, in greedy order while it fits), then place the others; the relocation passes move a
+    tenant only where that gains more than the move cost. A re-plan of a running cluster."""
     if relocation_passes is None:
         relocation_passes = 3 if len(problem.tenants) <= 500 else 1
     state = _State(problem)
     order = greedy_order(problem)
+    if incumbent:
+        for t in order:
+            state.stay(t)
     for t in order:
-        state.place(t)
+        if t not in state.placed:
+            state.place(t)
     for _ in range(relocation_passes):
         changed = False
         for t in order:
