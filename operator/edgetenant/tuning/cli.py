@@ -36,6 +36,13 @@ _STYLE = {
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgetenant tune", description=__doc__)
     p.add_argument("--triton", action="append", required=True, metavar="URL", help="Triton HTTP URL (repeat)")
+    p.add_argument(
+        "--control",
+        action="append",
+        metavar="URL",
+        help="Triton gRPC URL for the changes, grpc://host:port, one per --triton (default: the HTTP "
+        "URLs, whose loads hold up that Triton's HTTP inference until they return)",
+    )
     p.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus URL scraping those Tritons")
     p.add_argument("--model", required=True, help="served model name")
     p.add_argument("--interval", type=float, default=10.0, metavar="S", help="control interval (default 10)")
@@ -101,10 +108,12 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         probe_readings=args.probe_readings,
         max_signal_age_s=max(60.0, 3 * args.interval),
     )
+    if args.control and len(args.control) != len(args.triton):
+        raise SystemExit("--control: give one per --triton")
     window = args.window or max(args.interval - 1.0, 2.0)
     target = target_for(
         model=args.model,
-        endpoints=args.triton,
+        endpoints=args.control or args.triton,
         prometheus_url=args.prometheus,
         render_config=render_from_config(live),
         labels=_labels(args.label),
