@@ -284,10 +284,38 @@ class TuningDriver:
             label_regexes={"pod": pod_regex},
             window_s=prometheus.rate_window_s(scrape_s, self.settings.tune_interval_s),
         )
+        if await self.resync(target, state):
+            # Some pod ran another count: the next window must not mix the two.
+            state = state.model_copy(update={"last_change_at": datetime.now(UTC)})
         decision = await tune_tick(state, target)
         self.states[uid] = decision.state
         await self.record(key, uid, tenant, decision, target_placement)
         return decision
+
+    async def resync(self, target: TuningTarget, state: TunerState) -> list[str]:
+        """Level-based: every serving pod runs the state's instance count. A container restarted
+        before the kubelet refreshed its ConfigMap, or a pod that has just joined, is set to it.
+        Returns the endpoints that were changed."""
+        from edgetenant.adapters.triton import TritonAdapter  # noqa: PLC0415  (tritonclient is heavy)
+
+        async def one(url: str) -> str | None:
+            try:
+                async with TritonAdapter(url, timeout_s=self.settings.triton_timeout_s) as triton:
+                    groups = (await triton.model_config(target.model)).get("instance_group") or [{}]
+                    if int(groups[0].get("count", state.current)) == state.current:
+                        return None
+                    await triton.load_model(
+                        target.model, config=target.render_config(state.current, state.batching)
+                    )
+            except EdgeTenantError as error:
+                log.debug("resync of %s at %s: %s", target.model, url, error)
+                return None
+            return url
+
+        changed = [url for url in await asyncio.gather(*(one(u) for u in target.endpoints)) if url]
+        if changed:
+            log.info("%s: set %s back to %d instance(s)", target.model, ", ".join(changed), state.current)
+        return changed
 
     async def handle_oom(
         self, key: str, uid: str, tenant: InferenceTenant, state: TunerState, status: dict[str, Any]

@@ -205,7 +205,6 @@ def test_a_killed_triton_comes_back_with_the_tuned_instance_count(
     )
     old = triton_pids(ip)
     assert old, f"no tritonserver process serves {ip}"
-    target = status_of(lab, namespace, MODEL)["concurrency"]["target"]
     os.kill(old[0], signal.SIGKILL)
     killed = time.monotonic()
     wait_for("a new tritonserver", lambda: (new := triton_pids(ip)) and new != old, timeout=90)
@@ -214,9 +213,13 @@ def test_a_killed_triton_comes_back_with_the_tuned_instance_count(
     )
     wait_for("the model loaded", lambda: _count_or_none(ip) is not None, timeout=60)
     print(f"Triton kill -9: serving again after {time.monotonic() - killed:.1f} s")
-    now_target = status_of(lab, namespace, MODEL)["concurrency"]["target"]
-    assert live_instance_count(ip) == now_target, "the restarted Triton did not start with the tuned count"
-    assert now_target == target or abs(now_target - target) == 1  # the tuner may have stepped meanwhile
+    # The restarted server runs the tuned count: from its ConfigMap, or set by the tuning loop's resync
+    # (the kubelet refreshes a ConfigMap volume with a delay).
+    wait_for(
+        "the restarted Triton to run the tuned instance count",
+        lambda: _count_or_none(ip) == status_of(lab, namespace, MODEL)["concurrency"]["target"],
+        timeout=60,
+    )
 
 
 def _count_or_none(ip: str) -> int | None:
