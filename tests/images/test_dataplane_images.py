@@ -60,9 +60,12 @@ def x86_cpu_class_of_the_dev_overlay() -> AcceleratorClass:
     for patch in overlay["patches"]:
         if patch["target"] == {"kind": "AcceleratorClass", "name": "x86-cpu"}:
             for op in yaml.safe_load(patch["patch"]):
-                assert op["op"] == "replace"
-                assert op["path"] == "/spec/formats"
-                body["spec"]["formats"] = op["value"]
+                assert op["op"] == "replace", op
+                *parents, leaf = op["path"].strip("/").split("/")
+                target = body
+                for key in parents:
+                    target = target[key]
+                target[leaf] = op["value"]
     return AcceleratorClass.model_validate(body)
 
 
