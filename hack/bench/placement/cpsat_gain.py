@@ -26,20 +26,12 @@ from typing import Any
 
 import instances
 from quality import exhaustive
+from speed import spread
 
 from edgetenant.placement import Snapshot, solve
 from edgetenant.placement.problem import compile_problem
 
 KNAPSACK_OPTIMUM, ASSIGNMENT_OPTIMUM, GREEDY_PER_COPY = 18_000.0, 19_000.0, 10_000.0
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "median": statistics.median(ordered),
-        "p10": ordered[int(0.1 * (len(ordered) - 1))],
-        "p90": ordered[round(0.9 * (len(ordered) - 1))],
-    }
 
 
 def check_gadgets() -> dict[str, float]:
