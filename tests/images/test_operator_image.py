@@ -115,6 +115,18 @@ def test_operator_image_reports_its_version(
     assert result.stdout.strip() == f"edgetenant {build.project_version()}"
 
 
+def test_operator_image_leaves_out_the_optional_extras(
+    podman: Podman, operator_pod: OperatorPod, tmp_path: Path
+) -> None:
+    """No zoo builder in the operator image: the command says which extra it needs, without a traceback."""
+    volumes = Volumes(root=tmp_path)
+    options = container_options(operator_pod.spec, operator_pod.container, volumes, network="none")
+    result = podman.run(options, operator_pod.container["image"], ["zoo", "--help"])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "edgetenant[zoo]" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_apply_path_works_with_no_writable_directory(
     lab: Lab, podman: Podman, operator_pod: OperatorPod, namespace: str, tmp_path: Path
 ) -> None:
