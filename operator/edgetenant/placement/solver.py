@@ -212,7 +212,10 @@ def _solve(problem: Problem, settings: _Search, started: float) -> Plan:
     name = "greedy"
     if settings.use_cpsat and open_parts:
         batches = _batches(open_parts, settings.cpsat_max_options)
-        if batches and _import_cpsat():
+        available = bool(batches) and _import_cpsat()
+        if batches and not available:
+            warnings.append(PlanWarning("OR-Tools cannot be imported here: the plan is the greedy's alone"))
+        if available:
             # The safety net covers the search, from its start: compiling and the greedy are
             # bounded by the instance's size, and OR-Tools' one-off import is no search.
             settings = dataclasses.replace(settings, deadline=time.perf_counter() + settings.time_limit_s)
