@@ -349,3 +349,12 @@ def test_a_snapshot_survives_the_trip_through_objects() -> None:
     assert back.tenants == tuple(sorted(snap.tenants, key=lambda t: t.key))
     assert back.classes == snap.classes
     assert solve(back).objective == solve(snap).objective
+
+
+def test_without_or_tools_the_greedy_plan_stands_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgetenant.placement import solver  # noqa: PLC0415
+
+    monkeypatch.setattr(solver, "_import_cpsat", lambda: False)
+    plan = solve(knapsack_trap(1))
+    assert (plan.solver, plan.objective, plan.optimal) == ("greedy", 100 * 100.0, False)
+    assert plan.global_warnings == ("OR-Tools cannot be imported here: the plan is the greedy's alone",)
