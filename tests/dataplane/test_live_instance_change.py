@@ -8,6 +8,7 @@ control goes over Triton's gRPC endpoint: docs/dataplane.md, "Live instance chan
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -18,10 +19,11 @@ import pytest
 import tritonclient.http.aio as triton_http
 from dataplane_support import shim_spec
 
-from edgetenant.adapters.triton import TritonAdapter
+from edgetenant.adapters.triton import TritonAdapter, TritonControl
 from edgetenant.dataplane import local, repository
+from edgetenant.errors import ModelLoadError, TransientError
 from edgetenant.profiling.loadgen import LoadResult, run_load
-from edgetenant.render.triton import TritonModelSpec
+from edgetenant.render.triton import TritonModelSpec, model_config_json
 from edgetenant.tuning.loop import TuningTarget, apply_setting, render_from_spec, target_for
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -141,3 +143,29 @@ def test_a_live_change_does_not_hold_up_inference(
     # ever fail, Triton's HTTP loads no longer block their worker; see docs/dataplane.md.)
     assert over_grpc > 0
     assert over_http == 0
+
+
+def test_control_errors_are_the_projects_own(
+    serve: Callable[..., TritonModelSpec], triton: local.TritonProcess, run: Run
+) -> None:
+    spec = serve("control-errors", "mobilenet_v2", instance_count=1)
+    gpu = dataclasses.replace(spec, instance_kind="KIND_GPU", gpus=(0,))  # this machine has none
+
+    async def scenario() -> tuple[str, str, bool]:
+        async with TritonControl(triton.control_url) as control:
+            with pytest.raises(ModelLoadError) as refused:
+                await control.load_model(spec.name, config=model_config_json(gpu))
+            await control.unload_model(spec.name)
+        async with TritonAdapter(triton.url) as admin:
+            unloaded = not await admin.model_ready(spec.name)
+        async with TritonControl(f"grpc://127.0.0.1:{local.free_port()}", timeout_s=10) as nobody:
+            with pytest.raises(TransientError) as unreachable:
+                await nobody.load_model(spec.name)
+        return str(refused.value), str(unreachable.value), unloaded
+
+    refused, unreachable, unloaded = run(scenario())
+    assert spec.name in refused and "GPU" in refused
+    assert "did not answer (StatusCode.UNAVAILABLE)" in unreachable
+    assert unloaded
+    with pytest.raises(ValueError, match="grpc://"):
+        TritonControl(triton.url)

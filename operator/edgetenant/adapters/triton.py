@@ -91,19 +91,21 @@ async def _translated(action: str, url: str, *, load: bool = False) -> AsyncIter
         yield
     except InferenceServerException as exc:
         message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
-        if load and exc.status() not in _TRANSIENT_GRPC_STATUSES:
+        if exc.status() in _TRANSIENT_GRPC_STATUSES:
+            raise TransientError(
+                f"{action}: Triton at {url} did not answer ({exc.status()}): {message}"
+            ) from exc
+        if load:
             raise ModelLoadError(f"{action} on {url}: {message}") from exc
         raise TransientError(f"{action} on {url}: {message}") from exc
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise TransientError(f"{action}: Triton at {url} unreachable: {exc!r}") from exc
 
 
-class TritonAdapter:
-    """One Triton server (one pod). Use as ``async with TritonAdapter(url) as triton:``."""
+class _Connection:
+    """Owns one tritonclient client: ``async with``, or ``close()``."""
 
-    def __init__(self, url: str, *, timeout_s: float = 120.0) -> None:
-        self.url = url if url.startswith(("http://", "https://")) else f"http://{url}"
-        self._client = triton_http.InferenceServerClient(_strip_scheme(url), conn_timeout=timeout_s)
+    _client: triton_http.InferenceServerClient | triton_grpc.InferenceServerClient
 
     async def close(self) -> None:
         await self._client.close()
@@ -115,6 +117,14 @@ class TritonAdapter:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+
+class TritonAdapter(_Connection):
+    """One Triton server (one pod). Use as ``async with TritonAdapter(url) as triton:``."""
+
+    def __init__(self, url: str, *, timeout_s: float = 120.0) -> None:
+        self.url = url if url.startswith(("http://", "https://")) else f"http://{url}"
+        self._client = triton_http.InferenceServerClient(_strip_scheme(url), conn_timeout=timeout_s)
 
     async def server_ready(self) -> bool:
         """False while the server starts or drains; TransientError when it cannot be reached."""
@@ -204,15 +214,15 @@ class TritonAdapter:
         ]
 
 
-class TritonControl:
+class TritonControl(_Connection):
     """Model control over Triton's gRPC endpoint (``grpc://host:port``): loads that never stall
     inference. Use as ``async with TritonControl(url) as control:``.
 
-    A load returns when Triton has finished it. Removing instances waits for them to drain:
-    Triton stops a removed instance's backend thread with an exit payload that it only takes
-    when the model's shared payload queue is empty, so under saturating load without dynamic
-    batching a scale-down can take minutes; ``timeout_s`` bounds the wait (the load then goes
-    on in Triton, and the caller sees ``TransientError``).
+    A load returns when Triton has finished it. Triton starts a new instance and stops a removed
+    one with payloads that it serves only when none of the model's requests is waiting, so under
+    a load above what the instances serve, without dynamic batching, a change can take minutes;
+    ``timeout_s`` bounds the wait (Triton goes on with the change, and the caller sees
+    ``TransientError``).
     """
 
     def __init__(self, url: str, *, timeout_s: float = 300.0) -> None:
@@ -221,17 +231,6 @@ class TritonControl:
         self.url = url
         self.timeout_s = timeout_s
         self._client = triton_grpc.InferenceServerClient(_strip_scheme(url))
-
-    async def close(self) -> None:
-        await self._client.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     async def load_model(self, name: str, *, config: str | None = None) -> None:
         """Load (or change live with ``config``). ModelLoadError when Triton refuses the config."""
