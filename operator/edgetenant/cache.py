@@ -123,7 +123,8 @@ def placement_fingerprint(inputs: list[dict[str, Any]], now: datetime) -> str:
     def view(obj: dict[str, Any]) -> Any:
         if obj.get("kind") == "Node":
             return node_view(obj)
-        status = dict(obj.get("status") or {})
+        # A class's status is the operator's own account of where its devices are: not an input.
+        status = dict(obj.get("status") or {}) if obj.get("kind") != "AcceleratorClass" else {}
         # The placement and move count a tenant carries were written from the current plan: they
         # are its consequence, not an input, so writing them must not trigger another solve.
         status.pop("activePlacement", None)

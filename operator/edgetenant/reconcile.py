@@ -43,7 +43,7 @@ from edgetenant.metrics import (
     TENANTS,
 )
 from edgetenant.placement import Placement, Plan, Snapshot, Unplaced, snapshot_from_objects, solve
-from edgetenant.placement.objects import parse_count
+from edgetenant.placement.objects import class_from_model, node_from_object, parse_count
 from edgetenant.render.kube import (
     HTTP_PORT,
     TEMPLATE_ANNOTATION,
@@ -55,7 +55,7 @@ from edgetenant.render.kube import (
 )
 from edgetenant.rollout import DeviceUse, can_surge, pod_device_uses
 from edgetenant.settings import Settings
-from edgetenant.status import Observation, PodView, Writer, desired_status
+from edgetenant.status import Observation, PodView, Writer, class_status, desired_status, status_changed
 from edgetenant.status_writer import TenantWriter
 
 log = logging.getLogger(__name__)
@@ -189,6 +189,7 @@ class Reconciler:
                 RECONCILES.inc()
 
         await asyncio.gather(*(one(key) for key in sorted(keys) if key in self.cache.tenants))
+        await self.write_class_statuses(now)
         ready = sum(
             1
             for body in self.cache.tenants.values()
@@ -201,6 +202,27 @@ class Reconciler:
         TENANTS.labels("ready").set(ready)
         TENANTS.labels("placed").set(len(plan.placements))
         TENANTS.labels("unplaced").set(len(plan.unplaced))
+
+    async def write_class_statuses(self, now: datetime) -> None:
+        """Each AcceleratorClass's status says where its devices are (`kubectl get accel` shows them)."""
+        nodes = []
+        for body in self.cache.nodes.values():
+            with contextlib.suppress(EdgeTenantError):
+                nodes.append(node_from_object(body))
+        for name, body in list(self.cache.classes.items()):
+            try:
+                klass = class_from_model(AcceleratorClass.model_validate(body))
+            except pydantic.ValidationError:
+                continue
+            old = body.get("status") or {}
+            generation = int(body["metadata"].get("generation") or 0)
+            new = class_status(klass, nodes, old, generation=generation, now=now)
+            if not status_changed(old, new):
+                continue
+            try:
+                self.cache.classes[name] = await self.kube.patch_class_status(name, new)
+            except EdgeTenantError as error:
+                log.warning("could not write the status of AcceleratorClass %s: %s", name, error)
 
     def pass_context(self, plan: Plan) -> PassContext:
         planned = []

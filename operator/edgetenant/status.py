@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from edgetenant.placement import Placement
+from edgetenant.placement import AcceleratorClass, Node, Placement
+from edgetenant.placement.problem import devices_of
 
 MOVE_WINDOW = timedelta(hours=1)
 MAX_MOVE_HISTORY = 10
@@ -311,3 +312,35 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
 def status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """True when writing `new` would change anything (so a second reconcile writes nothing)."""
     return any(old.get(key) != value for key, value in new.items())
+
+
+def class_status(
+    klass: AcceleratorClass, nodes: list[Node], old: dict[str, Any], *, generation: int, now: datetime
+) -> dict[str, Any]:
+    """An AcceleratorClass's status: the Ready nodes that offer its devices, how many, and a
+    DevicesFound condition that says why there are none (pure)."""
+    counts = [(n.name, devices_of(n, klass)) for n in sorted(nodes, key=lambda n: n.name)]
+    found = [{"name": name, "devices": count} for name, count in counts if count > 0]
+    total = sum(count for _, count in counts)
+    if total:
+        why = f"{total} device(s) on {len(found)} node(s)"
+    elif not any(all(n.labels.get(k) == v for k, v in klass.node_selector.items()) for n in nodes):
+        why = f"no node matches the nodeSelector {dict(klass.node_selector)}"
+    elif klass.resource_name:
+        why = (
+            f"no Ready matching node offers an allocatable {klass.resource_name} "
+            "(is its device plugin running?)"
+        )
+    else:
+        why = "no matching node is Ready"
+    previous = {c["type"]: c for c in old.get("conditions", [])}
+    devices_found = condition(
+        previous,
+        "DevicesFound",
+        total > 0,
+        "DevicesFound" if total else "NoDevices",
+        why,
+        generation=generation,
+        now=now,
+    )
+    return {"observedGeneration": generation, "nodes": found, "devices": total, "conditions": [devices_found]}

@@ -418,3 +418,31 @@ def test_one_tenants_unexpected_error_does_not_stop_the_others(
         assert lab.kubectl("get", "deployment", "broken", "-n", namespace, check=False).returncode != 0
     finally:
         remove_capacity(lab, klass)
+
+
+# --- AcceleratorClass status --------------------------------------------------------------------------
+
+
+def test_accelerator_class_status_says_where_its_devices_are(
+    lab: Lab, namespace: str, running_operator: OperatorProcess
+) -> None:
+    klass = f"found-{namespace}"
+    add_capacity(lab, klass, nodes=2)  # 16 replicas, 2 slots each: 8 devices per node
+
+    def status() -> dict[str, Any]:
+        return dict(lab.get_json("acceleratorclass", klass).get("status") or {})
+
+    try:
+        found = wait_for("the class's devices counted", lambda: (s := status()).get("devices") == 16 and s)
+        assert found["nodes"] == [{"name": f"{klass}-0", "devices": 8}, {"name": f"{klass}-1", "devices": 8}]
+        assert found["conditions"][0]["type"] == "DevicesFound" and found["conditions"][0]["status"] == "True"
+        columns = lab.kubectl("get", "acceleratorclass", klass).stdout
+        assert "16" in columns.splitlines()[1], columns
+        lab.kubectl("delete", "nodes", "-l", f"edgetenant.io/test={klass}")
+        gone = wait_for(
+            "no devices once the nodes are gone", lambda: (s := status()).get("devices") == 0 and s
+        )
+        assert gone["conditions"][0]["reason"] == "NoDevices"
+        assert "nodeSelector" in gone["conditions"][0]["message"]
+    finally:
+        remove_capacity(lab, klass)

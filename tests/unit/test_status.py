@@ -262,3 +262,23 @@ def test_what_the_planner_ignored_is_a_condition_and_an_event() -> None:
     warned = desired_status(quiet, noisy, NOW)
     assert conditions(warned)["PlanWarnings"] == ("True", "InputsIgnored")
     assert ("Warning", "PlanWarnings", message) in noisy.events
+
+
+def test_a_class_status_counts_devices_and_says_why_there_are_none() -> None:
+    from edgetenant.placement import AcceleratorClass, Node, SharingMode  # noqa: PLC0415
+    from edgetenant.status import class_status  # noqa: PLC0415
+
+    gpu = AcceleratorClass(
+        "tx2", "nvidia.com/gpu", 8192, ("onnx",), node_selector={"kind": "tx2"},
+        sharing=SharingMode.TIME_SLICED, slots=4,
+    )  # fmt: skip
+    nodes = [
+        Node("a", labels={"kind": "tx2"}, allocatable={"nvidia.com/gpu": 8}),
+        Node("b", labels={"kind": "tx2"}, allocatable={}),
+        Node("c", labels={"kind": "pi"}, allocatable={"nvidia.com/gpu": 4}),
+    ]
+    status = class_status(gpu, nodes, {}, generation=2, now=NOW)
+    assert status["devices"] == 2 and status["nodes"] == [{"name": "a", "devices": 2}]
+    none = class_status(gpu, nodes[1:2], status, generation=2, now=NOW)
+    assert none["conditions"][0]["reason"] == "NoDevices"
+    assert "device plugin" in none["conditions"][0]["message"]

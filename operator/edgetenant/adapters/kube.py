@@ -142,6 +142,21 @@ class Kube:
         )
         return dict(updated)
 
+    async def patch_class_status(self, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch of an AcceleratorClass's status (what the operator found of it)."""
+        updated: Any = await self._call(
+            f"patch status of AcceleratorClass {name}",
+            lambda: self.custom.patch_cluster_custom_object_status(
+                GROUP,
+                VERSION,
+                "acceleratorclasses",
+                name,
+                {"status": status},
+                _request_timeout=REQUEST_TIMEOUT,
+            ),
+        )
+        return dict(updated)
+
     async def get_tenant(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The tenant as the API server has it now (None when it is gone)."""
 
