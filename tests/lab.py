@@ -1,10 +1,17 @@
 """Test helpers for the local edge lab: bring it up once per session, talk to it with kubectl.
 
 Shared by tests/cluster and tests/e2e (their conftest.py files expose these as fixtures).
+
+The lab lives in a network namespace of its own (hack/lab/netns.py): pod IPs, and the API server
+and Prometheus at their lab addresses, are reachable only from inside it. `Lab.from_env()` moves
+this process into that namespace, so the tests, the operator they start and their load generators
+talk to pods from inside the lab, as in-cluster clients do; `hack/lab/lab` itself always runs from
+the namespace this process started in (the host), where it belongs.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -18,6 +25,27 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = REPO / "hack" / "lab" / "lab.py"
+CLONE_NEWNET = 0x40000000
+# The namespace this process started in, kept open: the lab's own commands run there.
+HOST_NETNS = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def lab_command(*args: str) -> list[str]:
+    """`hack/lab/lab.py ARGS` as run from the host's network namespace, wherever this process is."""
+    return ["nsenter", f"--net=/proc/{os.getpid()}/fd/{HOST_NETNS}", "--", sys.executable, str(LAB), *args]
+
+
+def enter_lab_netns(path: str) -> None:
+    """Move this process (its main thread, and whatever it starts from now on) into the lab's
+    network namespace. Python 3.11 has no os.setns."""
+    if not path:
+        return  # a lab from before the namespaces: its addresses are the host's loopback
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"cannot enter the lab's network namespace {path}")
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -44,10 +72,12 @@ class Lab:
 
     @classmethod
     def from_env(cls) -> Lab | None:
-        """The running lab, from `hack/lab/lab env` (None when it is down)."""
+        """The running lab, from `hack/lab/lab env` (None when it is down); this process joins its
+        network namespace."""
         env = lab_env()
         if env is None:
             return None
+        enter_lab_netns(env.get("EDGETENANT_LAB_NETNS", ""))
         return cls(
             kubeconfig=Path(env["KUBECONFIG"]),
             bin_dir=Path(env["EDGETENANT_LAB_BIN"]),
@@ -91,14 +121,12 @@ class Lab:
 
 
 def lab_env() -> dict[str, str] | None:
-    result = subprocess.run(
-        [sys.executable, str(LAB), "env", "--json"], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run(lab_command("env", "--json"), capture_output=True, text=True, check=False)
     return json.loads(result.stdout) if result.returncode == 0 else None
 
 
 def lab_processes_alive() -> bool:
-    result = subprocess.run([sys.executable, str(LAB), "status"], capture_output=True, text=True, check=False)
+    result = subprocess.run(lab_command("status"), capture_output=True, text=True, check=False)
     return result.returncode == 0
 
 
@@ -106,18 +134,18 @@ def lab_session() -> Iterator[Lab]:
     """Bring the lab up unless it already runs; take it down afterwards only if this session started it."""
     started_here = False
     if not lab_processes_alive():
-        subprocess.run([sys.executable, str(LAB), "up"], check=True)
+        subprocess.run(lab_command("up"), check=True)
         started_here = True
     lab = Lab.from_env()
     assert lab is not None, "the lab did not report its environment"
     # A lab that was already up may have lost topology nodes (the demo deletes one): restore them.
-    subprocess.run([sys.executable, str(LAB), "nodes"], check=True)
+    subprocess.run(lab_command("nodes"), check=True)
     install(lab)
     try:
         yield lab
     finally:
         if started_here and os.environ.get("EDGETENANT_KEEP_LAB") != "1":
-            subprocess.run([sys.executable, str(LAB), "down"], check=False)
+            subprocess.run(lab_command("down"), check=False)
 
 
 def install(lab: Lab) -> None:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the local edge lab's binaries (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd, kwok) into a cache directory outside the repo,
-# keyed by version. Idempotent: a second run with the binaries present is instant.
+# kube-scheduler, kubectl, kubelet, etcd, kwok, Prometheus; for the real node containerd,
+# its runc shim and ctr, the CNI plugins and a pause binary) into cache directories
+# outside the repo, keyed by version. Idempotent: a second run with the binaries present
+# is instant.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -10,14 +12,27 @@ ETCD_VERSION=${ETCD_VERSION:-v3.6.8}   # the version k8s.io/kubernetes@$K8S_VERS
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 # Prometheus built from its Go module: Debian's package leaves out kubernetes_sd_configs.
 PROMETHEUS_VERSION=${PROMETHEUS_VERSION:-v0.316.0}
+# The real node: containerd 2.3 speaks the CRI of Kubernetes 1.36 (k8s.io/cri-api v0.36.3) and
+# reports its cgroup driver to the kubelet; the CNI plugins are the reference ones.
+CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.3.7}
+CNI_PLUGINS_VERSION=${CNI_PLUGINS_VERSION:-v1.10.0}
 CACHE=${EDGETENANT_CACHE:-$HOME/.cache/edgetenant}
 BIN=$CACHE/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION/bin
-export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
+# The module proxy only: a module it lacks must fail, not fall back to a VCS host.
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly GOPROXY=https://proxy.golang.org
 
 PROM_BIN=$CACHE/prometheus-$PROMETHEUS_VERSION/bin
-want=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok prometheus)
+NODE_BIN=$CACHE/containerd-$CONTAINERD_VERSION-cni-$CNI_PLUGINS_VERSION/bin
+NODE_WANT=(containerd containerd-shim-runc-v2 ctr bridge host-local loopback pause)
+want=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet etcd kwok prometheus)
 missing=()
 for b in "${want[@]}"; do [ -x "$BIN/$b" ] || missing+=("$b"); done
+node_missing=()
+for b in "${NODE_WANT[@]}"; do [ -x "$NODE_BIN/$b" ] || node_missing+=("$b"); done
+# bin/node links to the node's own versioned directory (a version bump re-points it).
+if [ "$(readlink "$BIN/node" 2>/dev/null)" != "$NODE_BIN" ]; then
+  if [ ${#node_missing[@]} -eq 0 ] && [ -d "$BIN" ]; then ln -sfn "$NODE_BIN" "$BIN/node"; else missing+=(node); fi
+fi
 # Each part has its own versioned cache; a Prometheus bump does not rebuild Kubernetes.
 if [ -x "$PROM_BIN/prometheus" ] && [ ! -e "$BIN/prometheus" ] && [ -d "$BIN" ]; then
   ln -s "$PROM_BIN/prometheus" "$BIN/prometheus"
@@ -48,7 +63,7 @@ cd "$here/k8s"
 targets=()
 for b in "${missing[@]}"; do
   case $b in
-    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl) targets+=("$pkg/cmd/$b") ;;
+    kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet) targets+=("$pkg/cmd/$b") ;;
   esac
 done
 if [ ${#targets[@]} -gt 0 ]; then
@@ -74,8 +89,31 @@ if [[ " ${missing[*]} " == *" kwok "* ]]; then
   say "go install kwok $KWOK_VERSION"
   GOFLAGS= GOBIN="$BIN.partial" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 fi
+if [[ " ${missing[*]} " == *" node "* ]]; then
+  if [ ${#node_missing[@]} -gt 0 ]; then
+    mkdir -p "$NODE_BIN.partial"
+    say "go install containerd $CONTAINERD_VERSION (daemon, runc shim, ctr)"
+    # No btrfs/devmapper/zfs snapshotters (cgo, absent here); the node uses overlayfs.
+    GOFLAGS= GOBIN="$NODE_BIN.partial" go install -trimpath -tags "no_btrfs no_devmapper no_zfs" \
+      -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION" \
+      "github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
+      "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
+      "github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION"
+    say "go install CNI plugins $CNI_PLUGINS_VERSION (bridge, host-local, loopback)"
+    cni=github.com/containernetworking/plugins/plugins
+    GOFLAGS= GOBIN="$NODE_BIN.partial" go install -trimpath -ldflags "-s -w" \
+      "$cni/main/bridge@$CNI_PLUGINS_VERSION" "$cni/ipam/host-local@$CNI_PLUGINS_VERSION" \
+      "$cni/main/loopback@$CNI_PLUGINS_VERSION"
+    say "go build pause (the pod sandbox's process)"
+    (cd "$here/node" && GOFLAGS= go build -trimpath -ldflags "-s -w" -o "$NODE_BIN.partial/pause" pause.go)
+    mkdir -p "$NODE_BIN"
+    for f in "$NODE_BIN.partial"/*; do mv -f "$f" "$NODE_BIN/"; done
+    rmdir "$NODE_BIN.partial"
+  fi
+  ln -sfn "$NODE_BIN" "$BIN.partial/node"
+fi
 mkdir -p "$BIN"
-for f in "$BIN.partial"/*; do mv -f "$f" "$BIN/"; done
+for f in "$BIN.partial"/*; do mv -fT "$f" "$BIN/${f##*/}"; done
 rmdir "$BIN.partial"
 say "done in $(( $(date +%s) - start )) s"
 [ "${1:-}" = "--print-bin" ] && echo "$BIN"

@@ -4,11 +4,14 @@
     hack/lab/lab down     stop exactly the processes `up` started (by PID) and remove the state
     hack/lab/lab status   what runs, with PIDs, health and log files
     hack/lab/lab env      shell lines to use the lab (`eval "$(hack/lab/lab env)"`); --json for programs
-    hack/lab/lab stop NAME / start NAME   stop or start one component (fault tests: etcd, kube-apiserver, ...)
+    hack/lab/lab stop NAME / start NAME   stop or start one component (fault tests: etcd, kubelet, ...)
+    hack/lab/lab exec -- CMD   run CMD inside the lab's network namespace (to reach pod IPs)
 
-Everything listens on 127.0.0.1. Node IPs are 127.0.0.1 and KWOK hands out pod IPs from a loopback
-range, so whatever dials a pod dials this machine. State (PKI, etcd data, logs, kubeconfig, PIDs) lives in
-$EDGETENANT_LAB_DIR (default ~/.cache/edgetenant/lab), never in the repository.
+The whole lab runs in a network namespace of its own (netns.py) with no route out: the control plane
+and KWOK's simulated nodes on its loopback, the real node edge-local (realnode.py: kubelet, containerd,
+runc, CNI) with its pods on a bridge. The host reaches the API server and Prometheus through
+forward.py's doors on 127.0.0.1. State (PKI, etcd data, the node's files, logs, kubeconfig, PIDs)
+lives in $EDGETENANT_LAB_DIR (default ~/.cache/edgetenant/lab), never in the repository.
 """
 
 from __future__ import annotations
@@ -16,13 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import secrets
 import shutil
 import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -37,13 +40,27 @@ from rich.console import Console
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+
+import netns  # noqa: E402
+import realnode  # noqa: E402
+
 console = Console(stderr=True, highlight=False)
 
 LOOPBACK = "127.0.0.1"
-# Pod IPs: a loopback range, so a pod IP is always an address of this machine.
+# KWOK's pod IPs for the simulated nodes: a loopback range (nothing runs behind them).
 POD_CIDR = "127.64.0.1/16"
-# The API server needs a Service range; nothing here ever dials a ClusterIP (there is no kube-proxy).
-SERVICE_CIDR = "127.96.0.0/16"
+# The Service range: K3s's. ClusterIPs exist only inside the lab's namespace; the one that answers is
+# the `kubernetes` Service's (forward.py, as kube-proxy would), for pods with in-cluster config.
+SERVICE_CIDR = netns.SERVICE_CIDR
+# Where pods find the lab's own services: the node's address, fixed ports (every lab has its own
+# namespace, so these never collide). manifests/overlays/dev points the operator here.
+POD_PROMETHEUS_PORT = 9090
+POD_MODELSTORE_PORT = 8080
+# How pods bound to the topology's real node run: a real kubelet (containerd, runc, CNI), the old
+# process harness localnode.py (KWOK gives the IPs; Triton runs as local processes), or not at all.
+NODE_MODES = ("kubelet", "process", "none")
+DEFAULT_NODE_MODE = os.environ.get("EDGETENANT_LAB_NODE", "process")
 
 
 # The lab's own processes; others (e.g. an operator the demo adopted) do not decide its health.
@@ -57,6 +74,10 @@ CORE = frozenset(
         "prometheus",
         "modelstore",
         "localnode",
+        "namespaces",
+        "forward",
+        "containerd",
+        "kubelet",
     }
 )
 
@@ -88,6 +109,28 @@ class LabState:
     pids: dict[str, int] = field(default_factory=dict)
     token: str = ""
     starts: dict[str, int] = field(default_factory=dict)
+    node_token: str = ""
+    node_mode: str = "none"
+
+    @property
+    def holder(self) -> int | None:
+        """The process that holds the lab's namespaces (None for a lab started before they existed)."""
+        return self.pids.get("namespaces")
+
+    @property
+    def netns(self) -> str:
+        assert self.holder is not None
+        return netns.netns_path(self.holder)
+
+    def enter(self) -> None:
+        """Move this process (its main thread, and so whatever it starts from now on) into the
+        lab's network namespace, where the lab's addresses are."""
+        if self.holder is not None and self.running("namespaces"):
+            netns.enter(self.netns)
+
+    @property
+    def node(self) -> realnode.Node:
+        return realnode.Node(self.dir, Path(self.bin_dir))
 
     def running(self, name: str) -> bool:
         return name in self.pids and alive(self.pids[name], self.starts.get(name))
@@ -110,7 +153,8 @@ class LabState:
 
     @property
     def modelstore_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.ports.modelstore}"
+        """The model store as pods (and anything in the lab's namespace) reach it."""
+        return f"http://{netns.NODE_IP}:{POD_MODELSTORE_PORT}"
 
     def save(self) -> None:
         data = {
@@ -119,6 +163,8 @@ class LabState:
             "pids": self.pids,
             "starts": self.starts,
             "token": self.token,
+            "node_token": self.node_token,
+            "node_mode": self.node_mode,
         }
         (self.dir / "state.json").write_text(json.dumps(data, indent=2))
 
@@ -135,6 +181,8 @@ class LabState:
             data["pids"],
             data["token"],
             data.get("starts", {}),
+            data.get("node_token", ""),
+            data.get("node_mode", "none"),
         )
 
 
@@ -205,46 +253,35 @@ def run_quiet(cmd: list[str], **kwargs: Any) -> None:
 
 
 def make_pki(pki: Path) -> None:
-    """A CA, a serving certificate for 127.0.0.1/localhost, and the service-account signing key."""
+    """A CA; the API server's serving certificate (loopback, and the `kubernetes` Service's
+    ClusterIP and names for pods); its client certificate for the kubelet; the service-account key."""
     pki.mkdir(parents=True, exist_ok=True)
+    names = "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
     ext = pki / "san.ext"
     ext.write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default\n"
+        f"subjectAltName=IP:127.0.0.1,IP:{netns.KUBERNETES_SERVICE_IP},{names},"
+        "DNS:kubernetes.default.svc.cluster.local\n"
         "extendedKeyUsage=serverAuth,clientAuth\n"
     )
+    (pki / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
     run_quiet(["openssl", "genrsa", "-out", str(pki / "ca.key"), "2048"])
     ca = ["-key", str(pki / "ca.key"), "-days", "3650", "-subj", "/CN=edgetenant-lab-ca"]
     run_quiet(["openssl", "req", "-x509", "-new", *ca, "-out", str(pki / "ca.crt")])
-    run_quiet(["openssl", "genrsa", "-out", str(pki / "apiserver.key"), "2048"])
-    csr = pki / "apiserver.csr"
-    run_quiet(
-        [
-            "openssl",
-            "req",
-            "-new",
-            "-key",
-            str(pki / "apiserver.key"),
-            "-subj",
-            "/CN=kube-apiserver",
-            "-out",
-            str(csr),
-        ]
-    )
     signer = ["-CA", str(pki / "ca.crt"), "-CAkey", str(pki / "ca.key"), "-CAcreateserial", "-days", "3650"]
-    run_quiet(
-        [
-            "openssl",
-            "x509",
-            "-req",
-            "-in",
-            str(csr),
-            *signer,
-            "-extfile",
-            str(ext),
-            "-out",
-            str(pki / "apiserver.crt"),
-        ]
-    )
+    for name, subject, extensions in (
+        ("apiserver", "/CN=kube-apiserver", ext),
+        # The API server's identity towards the kubelet (logs, exec): the kubelet trusts the lab's CA.
+        (
+            "apiserver-kubelet-client",
+            "/O=system:masters/CN=kube-apiserver-kubelet-client",
+            pki / "client.ext",
+        ),
+    ):
+        key, csr = pki / f"{name}.key", pki / f"{name}.csr"
+        run_quiet(["openssl", "genrsa", "-out", str(key), "2048"])
+        run_quiet(["openssl", "req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr)])
+        x509 = ["openssl", "x509", "-req", "-in", str(csr), *signer, "-extfile", str(extensions)]
+        run_quiet([*x509, "-out", str(pki / f"{name}.crt")])
     run_quiet(["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"])
 
 
@@ -266,7 +303,13 @@ def write_kubeconfig(state: LabState, path: Path, token: str, user: str = "lab-a
     path.chmod(0o600)
 
 
-def start(state: LabState, name: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
+def start(
+    state: LabState,
+    name: str,
+    cmd: list[str],
+    env: dict[str, str] | None = None,
+    preexec: Callable[[], None] | None = None,
+) -> int:
     state.logs.mkdir(parents=True, exist_ok=True)
     log = (state.logs / f"{name}.log").open("ab")
     # A new session, so a Ctrl-C in the terminal that ran `up` does not take the lab down with it.
@@ -278,11 +321,15 @@ def start(state: LabState, name: str, cmd: list[str], env: dict[str, str] | None
         start_new_session=True,
         env={**os.environ, **(env or {})},
         cwd=state.dir,
+        preexec_fn=preexec,  # noqa: PLW1509 - only the node's cgroup join, before exec
     )
     state.pids[name] = proc.pid
     state.starts[name] = process_start(proc.pid) or 0
     state.save()
     return proc.pid
+
+
+SCRAPE_KEEP = "(127\\.|10\\.42\\.0\\.)[0-9.]+:[0-9]+"
 
 
 def prometheus_config(state: LabState) -> dict[str, Any]:
@@ -326,8 +373,9 @@ def prometheus_config(state: LabState) -> dict[str, Any]:
                         "replacement": "$1:$2",
                         "target_label": "__address__",
                     },
-                    # Only loopback pod IPs are ever scraped: a guard against a misconfigured lab.
-                    {"source_labels": ["__address__"], "action": "keep", "regex": "127\\..*"},
+                    # Only the lab's own pod IPs are ever scraped (the real node's and KWOK's loopback
+                    # ones): a guard against a misconfigured lab.
+                    {"source_labels": ["__address__"], "action": "keep", "regex": SCRAPE_KEEP},
                     {"action": "labelmap", "regex": "__meta_kubernetes_pod_label_(.+)"},
                     {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
                     {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
@@ -339,10 +387,11 @@ def prometheus_config(state: LabState) -> dict[str, Any]:
 
 
 def component_commands(state: LabState, bins: Path) -> dict[str, list[str]]:
-    """Every lab component's command line. Every address in here is a loopback address."""
+    """Every lab component's command line, each run inside the lab's network namespace (the node's
+    also in its mount namespace). Every address in here is a loopback or a lab address."""
     p, d = state.ports, state.dir
     kubeconfig = str(state.kubeconfig)
-    return {
+    commands = {
         "etcd": [
             str(bins / "etcd"),
             "--name=lab",
@@ -378,6 +427,11 @@ def component_commands(state: LabState, bins: Path) -> dict[str, list[str]]:
             f"--service-account-signing-key-file={d / 'pki/sa.key'}",
             # The loopback advertise address makes the default endpoint reconciler complain forever.
             "--endpoint-reconciler-type=none",
+            # logs/exec/port-forward: the kubelet by its InternalIP (a lab address), as the lab's CA's
+            # system:masters client; the kubelet's own certificate is self-signed.
+            f"--kubelet-client-certificate={d / 'pki/apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={d / 'pki/apiserver-kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--profiling=false",
             "--v=1",
         ],
@@ -431,7 +485,36 @@ def component_commands(state: LabState, bins: Path) -> dict[str, list[str]]:
             "--web.enable-lifecycle",
             "--log.level=warn",
         ],
+        "modelstore": [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(p.modelstore),
+            "--bind",
+            LOOPBACK,
+            "--directory",
+            str(d / "models"),  # a link to the zoo's cache (build_zoo)
+        ],
+        "localnode": [sys.executable, str(HERE / "localnode.py"), "--kubeconfig", kubeconfig],
+        "forward": [
+            sys.executable,
+            str(HERE / "forward.py"),
+            f"--netns={state.netns if state.holder is not None else ''}",
+            # The host's kubectl and browsers.
+            f"--host={LOOPBACK}:{p.apiserver}={LOOPBACK}:{p.apiserver}",
+            f"--host={LOOPBACK}:{p.prometheus}={LOOPBACK}:{p.prometheus}",
+            # Pods: the API server as the `kubernetes` Service, and the lab's services on the node.
+            f"--lab={netns.KUBERNETES_SERVICE_IP}:443={LOOPBACK}:{p.apiserver}",
+            f"--lab={netns.NODE_IP}:{POD_PROMETHEUS_PORT}={LOOPBACK}:{p.prometheus}",
+            f"--lab={netns.NODE_IP}:{POD_MODELSTORE_PORT}={LOOPBACK}:{p.modelstore}",
+        ],
     }
+    if state.holder is None:
+        return commands
+    node = realnode.commands(state.node, state.holder)
+    inside = netns.inside(state.holder)
+    # The doors start on the host (where `lab` runs) and move themselves into the lab.
+    return {**{n: cmd if n == "forward" else [*inside, *cmd] for n, cmd in commands.items()}, **node}
 
 
 def kubectl(state: LabState, *args: str, input_text: str | None = None, check: bool = True) -> str:
@@ -447,7 +530,18 @@ def kubectl(state: LabState, *args: str, input_text: str | None = None, check: b
     return result.stdout
 
 
-def topology_nodes(path: Path) -> list[dict[str, Any]]:
+REAL_NODE = "edgetenant.io/lab-real-node"
+KWOK_NODE = "kwok.x-k8s.io/node"
+
+
+def is_real_node(node: dict[str, Any]) -> bool:
+    return bool(node["metadata"].get("annotations", {}).get(REAL_NODE) == "true")
+
+
+def topology_nodes(path: Path, node_mode: str = "kubelet") -> list[dict[str, Any]]:
+    """The topology's Nodes as the lab creates them. With a real kubelet, the real node is the
+    kubelet's own (it registers itself; only the topology's labels and annotations are added); in
+    the other modes KWOK keeps it alive with this machine's CPU count and memory."""
     nodes = [doc for doc in yaml.safe_load_all(path.read_text()) if doc and doc.get("kind") == "Node"]
     cpus = str(os.cpu_count() or 1)
     mem_kib = next(
@@ -455,9 +549,13 @@ def topology_nodes(path: Path) -> list[dict[str, Any]]:
         for line in Path("/proc/meminfo").read_text().splitlines()
         if line.startswith("MemTotal")
     )
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     for node in nodes:
-        if node["metadata"].get("annotations", {}).get("edgetenant.io/lab-real-node") == "true":
+        if is_real_node(node):
+            node["metadata"]["labels"]["kubernetes.io/arch"] = realnode.arch()
+            if node_mode == "kubelet":
+                node.pop("status", None)
+                continue
+            node["metadata"]["annotations"][KWOK_NODE] = "fake"
             status = node.setdefault("status", {})
             status["capacity"] = {**status.get("capacity", {}), "cpu": cpus, "memory": f"{mem_kib}Ki"}
             status["allocatable"] = {
@@ -465,7 +563,6 @@ def topology_nodes(path: Path) -> list[dict[str, Any]]:
                 "cpu": cpus,
                 "memory": f"{mem_kib - 1024 * 1024}Ki",
             }
-            node["metadata"]["labels"]["kubernetes.io/arch"] = arch
     return nodes
 
 
@@ -475,15 +572,26 @@ def topology_others(path: Path) -> list[dict[str, Any]]:
 
 
 def apply_object(state: LabState, obj: dict[str, Any]) -> None:
+    # The topology decides what it names: e.g. a node's taints, which the node lifecycle controller
+    # edits while a node is unreachable (a fault test), and would otherwise conflict.
     kubectl(
-        state, "apply", "--server-side", "--field-manager=edge-lab", "-f", "-", input_text=json.dumps(obj)
+        state,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=edge-lab",
+        "-f",
+        "-",
+        input_text=json.dumps(obj),
     )
 
 
 def create_nodes(state: LabState, nodes: list[dict[str, Any]]) -> None:
     for node in nodes:
-        status = node.get("status", {})
+        status = node.get("status")
         apply_object(state, {k: v for k, v in node.items() if k != "status"})
+        if status is None:  # the kubelet's node: it reports its own capacity
+            continue
         # Capacity lives in the status subresource; set it like a kubelet would.
         patch = {
             "status": {"capacity": status.get("capacity", {}), "allocatable": status.get("allocatable", {})}
@@ -512,7 +620,100 @@ def nodes_ready(state: LabState, names: list[str]) -> bool:
     return set(names) <= ready
 
 
-def up(topology: Path, with_local_node: bool = True) -> LabState:
+def allocatable(state: LabState, node: str, resource: str) -> int:
+    out = kubectl(state, "get", "node", node, "-o", "json", check=False)
+    return int(json.loads(out)["status"].get("allocatable", {}).get(resource, "0")) if out else 0
+
+
+def ensure_images() -> list[Path]:
+    """This machine's archives from `make images` (built here if missing; instant when cached)."""
+    archives = realnode.image_archives(DIST_IMAGES)
+    names = {a.name.rsplit("-", 2)[0] for a in archives}
+    if not set(NODE_IMAGES) <= names:
+        subprocess.run(
+            [sys.executable, str(REPO / "hack/images/build.py"), "build", f"--arch={realnode.arch()}"]
+            + [f"--image={name}" for name in NODE_IMAGES],
+            check=True,
+        )
+        archives = realnode.image_archives(DIST_IMAGES)
+    return archives
+
+
+DIST_IMAGES = REPO / "dist" / "images"
+# What the real node runs: tenants (Triton, the fetcher), the operator, the device plugin.
+NODE_IMAGES = ("tritonserver-cpu-shim", "model-fetcher", "operator", "device-plugin")
+
+
+class ImageImport(threading.Thread):
+    """containerd and the image import run while the control plane starts (the import is the
+    slowest step of `up`)."""
+
+    def __init__(self, state: LabState, commands: dict[str, list[str]]) -> None:
+        super().__init__(name="image-import", daemon=True)
+        self.state, self.commands = state, commands
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            realnode.import_images(self.state.node, self.state.holder or 0, ensure_images())
+        except BaseException as error:  # reported by the thread that waits for it
+            self.error = error
+        self.seconds = time.monotonic() - started
+
+
+def start_containerd(state: LabState, commands: dict[str, list[str]]) -> ImageImport:
+    assert state.holder is not None
+    node = state.node
+    server = f"https://{LOOPBACK}:{state.ports.apiserver}"
+    realnode.prepare(
+        node, ca=state.dir / "pki/ca.crt", server=server, token=state.node_token, holder_pid=state.holder
+    )
+    pid = start(
+        state, "containerd", commands["containerd"], realnode.environment(node), realnode.joiner(node)
+    )
+    wait_until("containerd", lambda: realnode.ctr_ok(node, state.holder or 0), 30, pid)
+    importer = ImageImport(state, commands)
+    importer.start()
+    return importer
+
+
+def start_kubelet(
+    state: LabState, commands: dict[str, list[str]], topology: Path, importer: ImageImport
+) -> None:
+    """The kubelet once the images are in; its Node gets the topology's labels, and the device
+    plugin's DaemonSet makes its slots allocatable."""
+    node = state.node
+    with step("the real node: images from make images imported into containerd"):
+        importer.join()
+        if importer.error is not None:
+            raise RuntimeError(f"importing the images failed: {importer.error}")
+    console.print(f"  [dim](the import took {importer.seconds:.0f} s, beside the control plane)[/]")
+    with step(f"the real node: the kubelet registers {realnode.NODE_NAME}"):
+        pid = start(state, "kubelet", commands["kubelet"], realnode.environment(node), realnode.joiner(node))
+        wait_until(f"{realnode.NODE_NAME} Ready", lambda: nodes_ready(state, [realnode.NODE_NAME]), 120, pid)
+        for item in topology_nodes(topology, "kubelet"):
+            if is_real_node(item):
+                apply_object(state, item)
+    with step("the real node: the device plugin's slots"):
+        kubectl(
+            state,
+            "apply",
+            "--server-side",
+            "--field-manager=edge-lab",
+            "-k",
+            str(REPO / "manifests/deviceplugin"),
+        )
+        wait_until(
+            f"{realnode.DEVICE_RESOURCE} allocatable on {realnode.NODE_NAME}",
+            lambda: allocatable(state, realnode.NODE_NAME, realnode.DEVICE_RESOURCE) > 0,
+            120,
+            pid,
+        )
+
+
+def up(topology: Path, node_mode: str = DEFAULT_NODE_MODE) -> LabState:
     d = lab_dir()
     existing = LabState.load(d)
     if existing and existing.pids and all(existing.running(name) for name in existing.pids if name in CORE):
@@ -525,14 +726,42 @@ def up(topology: Path, with_local_node: bool = True) -> LabState:
     with step("Kubernetes binaries ready (a cold build takes about 25 min; later runs are instant)"):
         bins = bin_dir()
     d.mkdir(parents=True, exist_ok=True)
-    state = LabState(d, Ports.from_env(), str(bins), {}, secrets.token_hex(16))
+    state = LabState(
+        d,
+        Ports.from_env(),
+        str(bins),
+        {},
+        secrets.token_hex(16),
+        node_token=secrets.token_hex(16),
+        node_mode=node_mode,
+    )
     state.save()
-    with step("PKI and tokens"):
-        make_pki(d / "pki")
-        (d / "tokens.csv").write_text(f'{state.token},lab-admin,lab-admin,"system:masters"\n')
-        write_kubeconfig(state, state.kubeconfig, state.token)
-    commands = component_commands(state, bins)
     try:
+        with step("the lab's network namespace (no route out) and the node's mount namespace"):
+            state.logs.mkdir(parents=True, exist_ok=True)
+            holder = netns.start_holder(state.logs / "namespaces.log")
+            state.pids["namespaces"] = holder.pid
+            state.starts["namespaces"] = process_start(holder.pid) or 0
+            state.save()
+            netns.setup(holder.pid)
+        with step("the doors: the API server and Prometheus on the host's 127.0.0.1; lab services for pods"):
+            # Started before this process enters the lab: its host side listens on the host.
+            start(state, "forward", component_commands(state, bins)["forward"])
+            state.enter()
+        with step("PKI and tokens"):
+            make_pki(d / "pki")
+            node_user = f"system:node:{realnode.NODE_NAME}"
+            (d / "tokens.csv").write_text(
+                f'{state.token},lab-admin,lab-admin,"system:masters"\n'
+                f'{state.node_token},{node_user},{node_user},"system:nodes"\n'
+            )
+            write_kubeconfig(state, state.kubeconfig, state.token)
+            (d / "models").symlink_to(build_zoo())
+        commands = component_commands(state, bins)
+        importer = None
+        if node_mode == "kubelet":
+            with step("the real node: containerd and runc (images are imported meanwhile)"):
+                importer = start_containerd(state, commands)
         with step("etcd"):
             pid = start(state, "etcd", commands["etcd"])
             wait_until(
@@ -553,9 +782,9 @@ def up(topology: Path, with_local_node: bool = True) -> LabState:
                 60,
                 state.pids["kube-controller-manager"],
             )
-        with step("KWOK and the edge nodes"):
+        with step("KWOK and the simulated edge nodes"):
             start(state, "kwok", commands["kwok"])
-            nodes = topology_nodes(topology)
+            nodes = [n for n in topology_nodes(topology, node_mode) if "status" in n]
             create_nodes(state, nodes)
             for other in topology_others(topology):
                 apply_object(state, other)
@@ -578,26 +807,26 @@ def up(topology: Path, with_local_node: bool = True) -> LabState:
             pid = start(state, "prometheus", commands["prometheus"])
             wait_until("prometheus ready", lambda: http_ok(f"{state.prometheus_url}/-/ready"), 60, pid)
         with step("the model store (the zoo's ONNX models over HTTP, for http:// model URIs)"):
-            zoo_dir = build_zoo()
-            cmd = [sys.executable, "-m", "http.server", str(state.ports.modelstore), "--bind", LOOPBACK]
-            pid = start(state, "modelstore", [*cmd, "--directory", str(zoo_dir)])
+            pid = start(state, "modelstore", commands["modelstore"])
             wait_until("model store", lambda: http_ok(f"{state.modelstore_url}/"), 30, pid)
-        if with_local_node:
-            with step("the real local node (Triton processes for pods on edge-local)"):
-                start(
-                    state,
-                    "localnode",
-                    [sys.executable, str(HERE / "localnode.py"), "--kubeconfig", str(state.kubeconfig)],
-                )
+        if importer is not None:
+            start_kubelet(state, commands, topology, importer)
+        elif node_mode == "process":
+            with step("the local node harness (Triton processes for pods on edge-local)"):
+                start(state, "localnode", commands["localnode"])
     except Exception:
+        if os.environ.get("EDGETENANT_LAB_KEEP_FAILED") == "1":
+            console.print("[red]✗[/] the lab did not come up; left as it is for inspection (lab down)")
+            raise
         console.print("[red]✗[/] the lab did not come up; stopping what was started")
         down(remove_state=False)
         raise
     console.print(f"[bold green]The edge lab is up[/] in {time.monotonic() - started:.0f} s.")
     console.print(f'  export KUBECONFIG={state.kubeconfig}   (or: eval "$(hack/lab/lab env)")')
     console.print("  kubectl get nodes -o wide")
+    console.print(f"  Prometheus: {state.prometheus_url}   logs: {state.logs}")
     console.print(
-        f"  Prometheus: {state.prometheus_url}   models: {state.modelstore_url}   logs: {state.logs}"
+        "  pod IPs are reachable inside the lab only:  hack/lab/lab exec -- curl http://<pod IP>:8000/..."
     )
     console.print("  hack/lab/lab down   stops everything it started")
     return state
@@ -611,42 +840,12 @@ def build_zoo() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def down(remove_state: bool = True) -> None:
-    d = lab_dir()
-    state = LabState.load(d)
-    if state is None:
-        console.print("[dim]no lab state; nothing to stop[/]")
-        return
-    # Reverse start order: the local node first (it stops its Triton processes), etcd last.
-    for name, pid in reversed(list(state.pids.items())):
-        if not state.running(name):
-            continue
-        with suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while state.running(name) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if state.running(name):
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        console.print(f"[green]✓[/] stopped {name} (pid {pid})")
-    if remove_state:
-        shutil.rmtree(d, ignore_errors=True)
-        console.print(f"[green]✓[/] removed {d}")
-
-
-RESTARTABLE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "prometheus")
-
-
-def stop_component(state: LabState, name: str) -> None:
-    """Stop one component by its recorded PID (SIGTERM, then SIGKILL); its state stays."""
-    if not state.running(name):
-        console.print(f"[dim]{name} is not running[/]")
-        return
+def stop_pid(state: LabState, name: str, grace: float = 10) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; only the recorded process (PID and start time)."""
     pid = state.pids[name]
     with suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + grace
     while state.running(name) and time.monotonic() < deadline:
         time.sleep(0.1)
     if state.running(name):
@@ -655,17 +854,75 @@ def stop_component(state: LabState, name: str) -> None:
     console.print(f"[green]✓[/] stopped {name} (pid {pid})")
 
 
+def stop_real_node(state: LabState) -> None:
+    """The kubelet, then every process in the node's cgroup subtree (containerd, the shims, the
+    containers: all started by this lab's node), then the subtree itself."""
+    if state.node_mode != "kubelet":
+        return
+    if state.running("kubelet"):
+        stop_pid(state, "kubelet")
+    killed = realnode.kill_all(state.node)
+    realnode.remove_cgroups(state.node)
+    console.print(f"[green]✓[/] stopped the real node's containers and containerd ({killed} processes)")
+
+
+def down(remove_state: bool = True) -> None:
+    d = lab_dir()
+    state = LabState.load(d)
+    if state is None:
+        console.print("[dim]no lab state; nothing to stop[/]")
+        return
+    stop_real_node(state)
+    # Reverse start order: the node first, etcd and then the namespaces' holder last.
+    for name in reversed(list(state.pids)):
+        if state.running(name):
+            stop_pid(state, name)
+    if remove_state:
+        shutil.rmtree(d, ignore_errors=True)
+        console.print(f"[green]✓[/] removed {d}")
+
+
+RESTARTABLE = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "prometheus",
+    "forward",
+    "containerd",
+    "kubelet",
+)
+
+
+def stop_component(state: LabState, name: str) -> None:
+    """Stop one component by its recorded PID (SIGTERM, then SIGKILL); its state stays. Stopping
+    the kubelet or containerd leaves the pods running, as on a real node."""
+    if not state.running(name):
+        console.print(f"[dim]{name} is not running[/]")
+        return
+    stop_pid(state, name, grace=15)
+
+
 def start_component(state: LabState, name: str) -> None:
     """Start one component again with the command line `up` gave it, and wait until it is healthy."""
     if state.running(name):
         console.print(f"[dim]{name} is already running[/]")
         return
-    pid = start(state, name, component_commands(state, Path(state.bin_dir))[name])
+    node = state.node
+    env, preexec = (
+        (realnode.environment(node), realnode.joiner(node))
+        if name in {"containerd", "kubelet"}
+        else (None, None)
+    )
+    pid = start(state, name, component_commands(state, Path(state.bin_dir))[name], env, preexec)
     ca = state.dir / "pki/ca.crt"
     checks: dict[str, Callable[[], bool]] = {
         "etcd": lambda: http_ok(f"http://{LOOPBACK}:{state.ports.etcd_client}/health"),
         "kube-apiserver": lambda: http_ok(f"{state.server}/readyz", state.token, ca),
         "prometheus": lambda: http_ok(f"{state.prometheus_url}/-/ready"),
+        "containerd": lambda: realnode.ctr_ok(node, state.holder or 0),
+        "kubelet": lambda: http_ok(f"http://{LOOPBACK}:10248/healthz"),
     }
     if name in checks:
         wait_until(name, checks[name], 90, pid)
@@ -684,6 +941,7 @@ def status() -> int:
         mark = "[green]running[/]" if running else "[red]stopped[/]"
         console.print(f"  {name:<24} pid {pid:<8} {mark}  log: {state.logs / (name + '.log')}")
     if ok:
+        state.enter()
         console.print(kubectl(state, "get", "nodes", "-o", "wide", check=False))
     return 0 if ok else 1
 
@@ -697,8 +955,12 @@ def env(as_json: bool) -> int:
         "KUBECONFIG": str(state.kubeconfig),
         "EDGETENANT_LAB_BIN": state.bin_dir,
         "EDGETENANT_PROMETHEUS_URL": state.prometheus_url,
+        # Pod-facing (pods fetch models from it); reachable inside the lab's namespace only.
         "EDGETENANT_MODELSTORE_URL": state.modelstore_url,
         "EDGETENANT_LAB_DIR": str(state.dir),
+        "EDGETENANT_LAB_NODE": state.node_mode,
+        # Enter it (setns, or `hack/lab/lab exec`) to reach pod IPs.
+        "EDGETENANT_LAB_NETNS": state.netns if state.holder is not None else "",
     }
     if as_json:
         print(json.dumps(info))
@@ -709,6 +971,16 @@ def env(as_json: bool) -> int:
     return 0
 
 
+def exec_inside(command: list[str]) -> int:
+    state = LabState.load(lab_dir())
+    if state is None or state.holder is None or not state.running("namespaces"):
+        console.print("the lab is down: run hack/lab/lab up")
+        return 1
+    argv = [*netns.inside(state.holder), *(command or [os.environ.get("SHELL", "/bin/sh")])]
+    os.execvp(argv[0], argv)
+    return 1  # not reached
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hack/lab/lab", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -716,7 +988,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start the lab")
     p_up.add_argument("--topology", type=Path, default=HERE / "edge-lab.yaml")
-    p_up.add_argument("--no-local-node", action="store_true", help="do not run Triton for pods on edge-local")
+    p_up.add_argument(
+        "--node",
+        choices=NODE_MODES,
+        default=DEFAULT_NODE_MODE,
+        help="how pods on edge-local run: a real kubelet (default; $EDGETENANT_LAB_NODE), "
+        "the process harness, or not at all",
+    )
+    p_up.add_argument("--no-local-node", action="store_true", help="the same as --node=none")
     sub.add_parser("down", help="stop the lab and remove its state")
     p_nodes = sub.add_parser("nodes", help="(re-)create the topology's nodes, e.g. after a test deleted one")
     p_nodes.add_argument("--topology", type=Path, default=HERE / "edge-lab.yaml")
@@ -726,26 +1005,32 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="show the lab's processes")
     p_env = sub.add_parser("env", help="print how to use the lab")
     p_env.add_argument("--json", action="store_true")
+    p_exec = sub.add_parser("exec", help="run a command (default: a shell) in the lab's network namespace")
+    p_exec.add_argument("cmd", nargs=argparse.REMAINDER)
     for verb in ("stop", "start"):
         p_one = sub.add_parser(verb, help=f"{verb} one component (for fault tests)")
         p_one.add_argument("name", choices=RESTARTABLE)
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            up(args.topology, with_local_node=not args.no_local_node)
+            up(args.topology, "none" if args.no_local_node else args.node)
             return 0
         if args.command == "down":
             down()
             return 0
         if args.command == "status":
             return status()
+        if args.command == "exec":
+            return exec_inside(args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd)
         if args.command in {"nodes", "adopt", "stop", "start"}:
             state = LabState.load(lab_dir())
             if state is None:
                 console.print("the lab is down: run hack/lab/lab up")
                 return 1
+            if getattr(args, "name", "") != "forward":  # the doors start on the host
+                state.enter()
             if args.command == "nodes":
-                create_nodes(state, topology_nodes(args.topology))
+                create_nodes(state, topology_nodes(args.topology, state.node_mode))
             elif args.command == "stop":
                 stop_component(state, args.name)
             elif args.command == "start":

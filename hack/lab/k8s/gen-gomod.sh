@@ -19,8 +19,9 @@ modfile=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'i
   echo ")"
 } > go.mod
 rm -f go.sum
-export GOTOOLCHAIN=local
+# The module proxy only: a module it lacks must fail, not fall back to a VCS host.
+export GOTOOLCHAIN=local GOPROXY=https://proxy.golang.org
 go get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" \
-  "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION" \
+  "k8s.io/kubernetes/cmd/kube-scheduler@$K8S_VERSION" "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION" "k8s.io/kubernetes/cmd/kubelet@$K8S_VERSION" \
   "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
 go mod tidy

@@ -1,0 +1,150 @@
+"""Nothing the lab starts can send a packet off this machine (the network rule), as configured.
+
+The lab runs in a network namespace of its own (hack/lab/netns.py) whose only interfaces are `lo`
+and the pod bridge, with no route beyond the bridge's subnet; every component is started inside it;
+the only sockets on the host are forward.py's doors on 127.0.0.1; pods get no default route.
+tests/cluster/test_lab.py checks the same on a running lab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import ipaddress
+import json
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+IP = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3}){3})(?:/(\d{1,2}))?(?![\d.])")
+HOLDER = 4242  # a made-up PID for the namespaces' holder
+
+
+def load(name: str) -> ModuleType:
+    sys.path.insert(0, str(REPO / "hack" / "lab"))
+    spec = importlib.util.spec_from_file_location(f"edge_lab_{name}", REPO / "hack" / "lab" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def lab() -> ModuleType:
+    return load("lab")
+
+
+@pytest.fixture(scope="module")
+def netns() -> ModuleType:
+    return load("netns")
+
+
+def addresses(text: str) -> list[str]:
+    return [m.group(0) for m in IP.finditer(text)]
+
+
+def state(lab: ModuleType, tmp_path: Path) -> object:
+    return lab.LabState(tmp_path, lab.Ports(), "/bin", {"namespaces": HOLDER}, "token", node_mode="kubelet")
+
+
+def test_every_component_runs_inside_the_labs_namespace(lab: ModuleType, tmp_path: Path) -> None:
+    commands = lab.component_commands(state(lab, tmp_path), Path("/bin"))
+    wanted = {"etcd", "kube-apiserver", "kwok", "prometheus", "containerd", "kubelet", "forward"}
+    assert wanted <= set(commands)
+    into_lab = f"--net=/proc/{HOLDER}/ns/net"
+    for name, argv in commands.items():
+        if name == "forward":  # binds its host doors first, then moves itself in
+            assert f"--netns=/proc/{HOLDER}/ns/net" in argv
+        else:
+            assert argv[:2] == ["nsenter", into_lab], name
+    for name in ("containerd", "kubelet"):  # the node also sees its own mounts
+        assert f"--mount=/proc/{HOLDER}/ns/mnt" in commands[name]
+
+
+def test_every_address_a_component_is_given_is_a_lab_address(
+    lab: ModuleType, netns: ModuleType, tmp_path: Path
+) -> None:
+    commands = lab.component_commands(state(lab, tmp_path), Path("/bin"))
+    found = [a for argv in commands.values() for arg in argv for a in addresses(arg)]
+    assert found, "the check must see the addresses it guards"
+    assert [a for a in found if not netns.is_lab_address(a)] == []
+    # The only listeners on the host are the doors, on loopback.
+    host_doors = [a.split("=", 1)[1] for a in commands["forward"] if a.startswith("--host=")]
+    assert host_doors and all(d.startswith("127.0.0.1:") for d in host_doors)
+
+
+def test_the_namespace_gets_no_route_and_only_lab_addresses(netns: ModuleType) -> None:
+    commands = netns.setup_commands()
+    assert not [c for c in commands if "route" in c], "no route of any kind is added"
+    added = [c[c.index("add") + 1] for c in commands if c[:2] == ["ip", "addr"]]
+    assert added and all(netns.is_lab_address(a) for a in added)
+    assert ipaddress.ip_network(netns.LAB_SUBNET).is_private  # never a public range
+
+
+def test_pods_get_no_default_route(netns: ModuleType) -> None:
+    realnode = load("realnode")
+    bridge = realnode.cni_config()["plugins"][0]
+    assert bridge["isDefaultGateway"] is False and bridge["ipMasq"] is False
+    assert bridge["ipam"]["ranges"] == [[{"subnet": netns.LAB_SUBNET, "gateway": netns.NODE_IP}]]
+    assert bridge["ipam"]["routes"] == [{"dst": netns.SERVICE_CIDR}]
+
+
+def test_the_node_resolves_no_names_and_streams_on_loopback(lab: ModuleType, tmp_path: Path) -> None:
+    realnode = load("realnode")
+    node = realnode.Node(tmp_path, Path("/bin"))
+    config = realnode.kubelet_config(node, tmp_path / "ca.crt")
+    assert config["resolvConf"] == ""  # pods get no resolver to send queries to
+    assert config["address"] == load("netns").NODE_IP
+    assert 'stream_server_address = "127.0.0.1"' in realnode.containerd_config(node)
+
+
+def test_prometheus_scrapes_only_lab_pod_addresses(
+    lab: ModuleType, netns: ModuleType, tmp_path: Path
+) -> None:
+    config = lab.prometheus_config(state(lab, tmp_path))
+    assert all(netns.is_lab_address(a) for a in addresses(json.dumps(config)))
+    keep = re.compile(lab.SCRAPE_KEEP)
+    assert keep.fullmatch("10.42.0.7:8002") and keep.fullmatch("127.64.0.5:8002")
+    for outside in ("10.42.1.7:8002", "192.168.1.10:8002", "8.8.8.8:53", "10.0.0.1:80"):
+        assert not keep.fullmatch(outside), outside
+
+
+def test_the_doors_refuse_to_listen_or_dial_outside_the_lab() -> None:
+    forward = load("forward")
+    rule = forward.parse_rule
+    forward.check_rules([rule("127.0.0.1:1=127.0.0.1:2")], [rule("10.43.0.1:443=127.0.0.1:2")])
+    for host, inside in (
+        ([rule("0.0.0.0:1=127.0.0.1:2")], []),  # a host door on every interface
+        ([rule("127.0.0.1:1=192.168.1.1:2")], []),  # a door to another host
+        ([], [rule("10.42.0.1:1=10.0.0.1:2")]),
+    ):
+        with pytest.raises(SystemExit):
+            forward.check_rules(host, inside)
+    with pytest.raises(argparse.ArgumentTypeError):
+        rule("localhost:1=127.0.0.1:2")  # names need a resolver
+
+
+def test_topology_has_no_routable_address_and_one_real_node(lab: ModuleType) -> None:
+    path = REPO / "hack" / "lab" / "edge-lab.yaml"
+    assert all(load("netns").is_lab_address(a) for a in addresses(path.read_text()))
+    nodes = [d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] == "Node"]
+    real = [n for n in nodes if lab.is_real_node(n)]
+    assert [n["metadata"]["name"] for n in real] == ["edge-local"]
+    # KWOK plays every other node, and not the kubelet's.
+    kwok = "kwok.x-k8s.io/node"
+    assert all(n["metadata"]["annotations"].get(kwok) == "fake" for n in nodes if n not in real)
+    created = [n for n in lab.topology_nodes(path, "kubelet") if lab.is_real_node(n)]
+    assert created and all(kwok not in n["metadata"]["annotations"] and "status" not in n for n in created)
+
+
+def test_the_check_itself_catches_other_addresses(netns: ModuleType) -> None:
+    for outside in ("10.96.0.0/16", "192.168.1.10", "172.16.0.1", "192.0.2.2", "8.8.8.8", "10.42.1.0/24"):
+        assert not netns.is_lab_address(outside), outside
+    for inside in ("127.64.0.1/16", "10.42.0.9", "10.43.0.1", "127.0.0.1"):
+        assert netns.is_lab_address(inside), inside
