@@ -22,11 +22,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.e2e.support import triton_pids
 from tests.lab import LAB, Lab, OperatorProcess, lab_env, wait_for
 
 MODEL = "faults-mobilenet"
@@ -165,20 +165,6 @@ def test_prometheus_outage_holds_the_last_decision_then_resumes(
         timeout=90,
     )
     print(f"Prometheus outage: tuning resumed {time.monotonic() - back:.1f} s after Prometheus came back")
-
-
-def triton_pids(pod_ip: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"tritonserver") and any(pod_ip.encode() in a for a in argv):
-            pids.append(int(entry.name))
-    return pids
 
 
 def live_instance_count(pod_ip: str) -> int:

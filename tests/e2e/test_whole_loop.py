@@ -11,8 +11,6 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,40 +18,11 @@ import pytest
 
 from edgetenant.adapters.triton import TritonAdapter
 from edgetenant.profiling.loadgen import run_load
-from tests.lab import Lab, OperatorProcess, lab_env, lab_session, wait_for
+from tests.e2e.support import triton_pids
+from tests.lab import Lab, OperatorProcess, lab_env, wait_for
 
 MODEL = "mobilenet-v2-e2e"
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    yield from lab_session()
-
-
-@pytest.fixture(scope="module")
-def operator(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    work = tmp_path_factory.mktemp("e2e-operator")
-    kubeconfig = lab.service_account_kubeconfig(
-        "edgetenant-system", "edgetenant-operator", work / "kubeconfig"
-    )
-    env = {
-        "EDGETENANT_PROMETHEUS_URL": lab.prometheus_url,
-        "EDGETENANT_TUNE_INTERVAL_S": "5",
-        "EDGETENANT_RESYNC_S": "2",
-    }
-    process = OperatorProcess(kubeconfig, work / "operator.log", env).start()
-    yield process
-    process.kill()
-    print(process.log_tail())
-
-
-@pytest.fixture(scope="module")
-def namespace(lab: Lab) -> Iterator[str]:
-    name = f"e2e-{uuid.uuid4().hex[:6]}"
-    lab.kubectl("create", "namespace", name)
-    yield name
-    lab.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +190,7 @@ def test_metrics_reach_prometheus_through_kubernetes_discovery(
 
 def test_deleting_everything_leaves_no_process_or_object(lab: Lab, namespace: str, ready_tenant: Any) -> None:
     ip = pod_ip(lab, namespace)
-    assert tritons_on(ip), "the real local node runs Triton for the pod"
+    assert triton_pids(ip), "the real local node runs Triton for the pod"
     lab.kubectl("delete", "itn", "--all", "-n", namespace)
     for kind in ("deployments", "services", "configmaps", "pods"):
         wait_for(
@@ -233,19 +202,4 @@ def test_deleting_everything_leaves_no_process_or_object(lab: Lab, namespace: st
             ),
             timeout=90,
         )
-    wait_for("the Triton process to stop", lambda: not tritons_on(ip), timeout=60)
-
-
-def tritons_on(ip: str) -> list[int]:
-    """PIDs of tritonserver processes bound to the pod IP."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"tritonserver") and f"--http-address={ip}".encode() in argv:
-            found.append(int(entry.name))
-    return found
+    wait_for("the Triton process to stop", lambda: not triton_pids(ip), timeout=60)
