@@ -175,7 +175,7 @@ async def tune(
     await set_instances(triton, model, 1)
     target = target_for(
         model=model,
-        endpoints=[triton.url],
+        endpoints=[triton.control_url],  # live changes: gRPC model control
         prometheus_url=prometheus.url,
         render_config=render_from_spec(model_spec(model)),
         window_s=interval_s - 1.0,
