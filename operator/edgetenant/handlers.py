@@ -12,7 +12,6 @@ reconcile and tuning loops (leader.py). `--standalone` skips the election (one o
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import concurrent.futures
 import contextlib
@@ -28,6 +27,7 @@ import kopf
 from edgetenant.adapters.kube import Kube, load_config
 from edgetenant.api.models import GROUP, VERSION
 from edgetenant.cache import ClusterCache, tenant_key
+from edgetenant.cli import run_parser
 from edgetenant.leader import LeaderElector
 from edgetenant.metrics import serve_metrics
 from edgetenant.reconcile import Reconciler
@@ -108,6 +108,9 @@ class Operator:
         self.tasks = [
             asyncio.create_task(reconciler.run_forever(), name="reconcile"),
             asyncio.create_task(tuner.run_forever(), name="tuning"),
+            # OR-Tools (and the pandas it pulls in) takes ~2 s to import: do it now, off the loop, not
+            # in the first plan that needs CP-SAT. Standbys never plan, so they never load it.
+            asyncio.create_task(asyncio.to_thread(_preload_cpsat), name="preload-cpsat"),
         ]
 
     async def stop_leading(self) -> None:
@@ -130,6 +133,11 @@ class Operator:
     def forget_applied(self, key: str) -> None:
         if self.reconciler is not None:
             self.reconciler.forget_applied(key)
+
+
+def _preload_cpsat() -> None:
+    with contextlib.suppress(ImportError):
+        import edgetenant.placement.cpsat  # noqa: F401, PLC0415
 
 
 def _operator(memo: kopf.Memo) -> Operator:
@@ -293,20 +301,7 @@ async def config_map_event(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edgetenant run", description="Run the edgetenant operator.")
-    parser.add_argument(
-        "--kubeconfig", default=os.environ.get("KUBECONFIG"), help="default: in-cluster or $KUBECONFIG"
-    )
-    parser.add_argument(
-        "--standalone",
-        action="store_true",
-        help="no leader election: this replica always runs the loops (only ever run one such operator)",
-    )
-    parser.add_argument(
-        "--liveness", default=None, help="serve kopf's liveness probe, e.g. http://0.0.0.0:8081/healthz"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    args = parser.parse_args(argv)
+    args = run_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -320,5 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["EDGETENANT_STANDALONE"] = "true"
     # kopf's own peering stays off: it would pause a standby's watches (its cache would go cold), and
     # it does not gate our loops; the Lease does (leader.py).
-    kopf.run(clusterwide=True, standalone=True, liveness_endpoint=args.liveness)
+    # --namespace limits the namespaced watches (tenants, profiles, their children); nodes and classes
+    # are cluster-scoped, so kopf watches them cluster-wide either way.
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        standalone=True,
+        liveness_endpoint=args.liveness,
+    )
     return 0

@@ -145,6 +145,12 @@ class Reconciler:
         self._plan_fingerprint = fingerprint_now
         for message in plan.global_warnings:
             log.warning("planning: %s", message)
+        if plan.search is not None and plan.search.deadline_hit:
+            log.warning(
+                "planning hit its %.1f s safety net: this plan may differ from run to run "
+                "(EDGETENANT_SOLVER_TIME_LIMIT_S)",
+                self.settings.solver_time_limit_s,
+            )
         for failed in plan.planning_errors:
             log.error("planning %s failed (the others are planned): %s", failed.tenant, failed.reason)
         PLAN_SECONDS.observe(plan.solve_ms / 1000)

@@ -116,7 +116,7 @@ def doc_levels(snapshot: Snapshot, tenant: Tenant, cls: AcceleratorClass) -> dic
     lo, hi = tenant.min_concurrency, tenant.max_concurrency
     for ceiling in (tenant.ceiling, own.ceiling if own else None):
         if ceiling is not None:
-            hi = min(hi, ceiling)
+            hi = min(hi, ceiling - 1)
     if lo > hi:
         return {}
     hint = tenant.memory_hint_mib or 256.0

@@ -153,9 +153,14 @@ def test_a_profile_in_the_tenants_namespace_wins_and_the_others_are_named() -> N
         (
             {"min_concurrency": 4, "ceiling": 2},
             None,
-            "concurrency min 4 is above the learned ceiling 2 (status.concurrency.ceiling)",
+            "concurrency min 4 is not below the learned ceiling 2 "
+            "(status.concurrency.ceiling: the lowest count that failed)",
         ),
-        ({"min_concurrency": 4}, 3, "concurrency min 4 is above the ceiling 3 of ModelProfile ns/p on cpu"),
+        (
+            {"min_concurrency": 4},
+            3,
+            "concurrency min 4 is not below the ceiling 3 of ModelProfile ns/p on cpu",
+        ),
         (
             {"p95_slo_ms": 5.0, "max_concurrency": 1},
             None,

@@ -885,7 +885,8 @@ class ModelProfileSpec(ApiModel):
         default=None,
         ge=1,
         le=MAX_CONCURRENCY,
-        description="Concurrency at which loading ran out of memory or throughput stopped rising.",
+        description="The lowest concurrency that failed on this class (ran out of memory or failed "
+        "requests); placement and tuning stay below it.",
     )
 
 

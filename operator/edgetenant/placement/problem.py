@@ -311,25 +311,28 @@ def _fmt_mib(value: float) -> str:
 
 
 def _concurrency_range(tenant: Tenant, cls: AcceleratorClass, own: Profile | None) -> tuple[int, int, str]:
-    """(lo, hi, why the range is empty or "")."""
+    """(lo, hi, why the range is empty or ""). A ceiling is the lowest count that failed (ran out of
+    memory, or failed requests), as the tuning loop records it: the allowed counts stay below it."""
     lo, hi = tenant.min_concurrency, tenant.max_concurrency
     if lo > hi:
         return lo, hi, f"concurrency min {lo} is above max {hi}"
-    if tenant.ceiling is not None and tenant.ceiling < hi:
-        hi = tenant.ceiling
+    if tenant.ceiling is not None and tenant.ceiling - 1 < hi:
+        hi = tenant.ceiling - 1
         if lo > hi:
             return (
                 lo,
                 hi,
-                f"concurrency min {lo} is above the learned ceiling {hi} (status.concurrency.ceiling)",
+                f"concurrency min {lo} is not below the learned ceiling {tenant.ceiling} "
+                "(status.concurrency.ceiling: the lowest count that failed)",
             )
-    if own is not None and own.ceiling is not None and own.ceiling < hi:
-        hi = own.ceiling
+    if own is not None and own.ceiling is not None and own.ceiling - 1 < hi:
+        hi = own.ceiling - 1
         if lo > hi:
             return (
                 lo,
                 hi,
-                f"concurrency min {lo} is above the ceiling {hi} of ModelProfile {own.key} on {cls.name}",
+                f"concurrency min {lo} is not below the ceiling {own.ceiling} of ModelProfile {own.key} "
+                f"on {cls.name}",
             )
     return lo, hi, ""
 

@@ -4,9 +4,9 @@ For each configuration (threads per instance x dynamic batching on/off), instanc
 1, 2, ...: load the config in place, warm up, measure with the closed-loop load generator at
 ``clients_per_instance`` clients per instance (enough to keep every instance busy), record
 throughput, latency and the memory the server's process tree gained over its baseline. A
-configuration's sweep stops early when a load fails (the ceiling is the last count that
-loaded) or when throughput falls below ``drop_ratio`` of the best so far (the ceiling is the
-best count).
+configuration's sweep stops early when a load fails or when throughput falls below ``drop_ratio``
+of the best so far; either way that count is the ceiling: the lowest count that failed, as the
+tuning loop records it too (placement and tuning stay below it).
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ async def sweep(
                     try:
                         await triton.apply_spec(spec)
                     except ModelLoadError as exc:
-                        ceiling = instances - 1 if ceiling is None else min(ceiling, instances - 1)
+                        ceiling = instances if ceiling is None else min(ceiling, instances)
                         reason = f"loading {instances} instances failed: {exc}"
                         break
                     load_s = asyncio.get_running_loop().time() - started
@@ -225,7 +225,7 @@ async def sweep(
                         on_point(point)
                     if drop_ratio is not None and best > 0 and point.throughput < drop_ratio * best:
                         peak = max(_variant_points(points, thread_count, batched), key=lambda p: p.throughput)
-                        ceiling = peak.instances if ceiling is None else min(ceiling, peak.instances)
+                        ceiling = instances if ceiling is None else min(ceiling, instances)
                         reason = (
                             f"throughput fell to {point.throughput:.1f}/s at {instances} instances, "
                             f"below {drop_ratio:.0%} of {best:.1f}/s at {peak.instances}"
