@@ -34,7 +34,7 @@ from edgetenant.api.models import AcceleratorClass, ConcurrencyMode, InferenceTe
 from edgetenant.cache import ClusterCache
 from edgetenant.errors import EdgeTenantError
 from edgetenant.metrics import TENANT_CONCURRENCY, TUNING_DECISIONS
-from edgetenant.render.kube import HTTP_PORT, served_model_name, triton_spec
+from edgetenant.render.kube import GRPC_PORT, HTTP_PORT, served_model_name, triton_spec
 from edgetenant.settings import Settings
 from edgetenant.status import Writer, condition, iso
 from edgetenant.status_writer import TenantWriter
@@ -277,14 +277,16 @@ class TuningDriver:
             self.next_due[uid] = time.monotonic() + interval
         target: TuningTarget = target_for(
             model=served_model_name(tenant),
-            endpoints=[f"http://{ip}:{HTTP_PORT}" for ip in endpoints],
+            # Live changes over Triton's gRPC model control: an HTTP load blocks every inference on
+            # its HTTP worker thread until it returns (docs/dataplane.md, "Live instance changes").
+            endpoints=[f"grpc://{ip}:{GRPC_PORT}" for ip in endpoints],
             prometheus_url=self.settings.prometheus_url,
             render_config=render_from_spec(spec),
             labels={"namespace": namespace},
             label_regexes={"pod": pod_regex},
             window_s=prometheus.rate_window_s(scrape_s, self.settings.tune_interval_s),
         )
-        if await self.resync(target, state):
+        if await self.resync(target, endpoints, state):
             # Some pod ran another count: the next window must not mix the two.
             state = state.model_copy(update={"last_change_at": datetime.now(UTC)})
         decision = await tune_tick(state, target)
@@ -292,27 +294,28 @@ class TuningDriver:
         await self.record(key, uid, tenant, decision, target_placement)
         return decision
 
-    async def resync(self, target: TuningTarget, state: TunerState) -> list[str]:
+    async def resync(self, target: TuningTarget, ips: list[str], state: TunerState) -> list[str]:
         """Level-based: every serving pod runs the state's instance count. A container restarted
-        before the kubelet refreshed its ConfigMap, or a pod that has just joined, is set to it.
-        Returns the endpoints that were changed."""
+        before the kubelet refreshed its ConfigMap, or a pod that has just joined, is set to it (read
+        over HTTP, changed over gRPC like every live change). Returns the pods that were changed."""
         from edgetenant.adapters.triton import TritonAdapter  # noqa: PLC0415  (tritonclient is heavy)
 
-        async def one(url: str) -> str | None:
+        async def one(ip: str) -> str | None:
             try:
-                async with TritonAdapter(url, timeout_s=self.settings.triton_timeout_s) as triton:
+                async with TritonAdapter(
+                    f"http://{ip}:{HTTP_PORT}", timeout_s=self.settings.triton_timeout_s
+                ) as triton:
                     groups = (await triton.model_config(target.model)).get("instance_group") or [{}]
-                    if int(groups[0].get("count", state.current)) == state.current:
-                        return None
-                    await triton.load_model(
-                        target.model, config=target.render_config(state.current, state.batching)
-                    )
+                if int(groups[0].get("count", state.current)) == state.current:
+                    return None
+                config = target.render_config(state.current, state.batching)
+                await target.load_model(f"grpc://{ip}:{GRPC_PORT}", target.model, config)
             except EdgeTenantError as error:
-                log.debug("resync of %s at %s: %s", target.model, url, error)
+                log.debug("resync of %s at %s: %s", target.model, ip, error)
                 return None
-            return url
+            return ip
 
-        changed = [url for url in await asyncio.gather(*(one(u) for u in target.endpoints)) if url]
+        changed = [ip for ip in await asyncio.gather(*(one(ip) for ip in ips)) if ip]
         if changed:
             log.info("%s: set %s back to %d instance(s)", target.model, ", ".join(changed), state.current)
         return changed
