@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,16 @@ class Lab:
         items = manifest if isinstance(manifest, list) else [manifest]
         body = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
         return self.kubectl("apply", "-f", "-", *extra, input_text=body)
+
+    def container_pids(self, pod: dict[str, Any], container: str) -> list[int]:
+        """The processes of one container of a pod on the real node, from the kubelet's cgroup of it
+        (the pod's `pod<uid>` cgroup, the container's ID below it) in the pids hierarchy."""
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        cid = next(s["containerID"] for s in statuses if s["name"] == container).split("://", 1)[1]
+        found = Path("/sys/fs/cgroup/pids").glob(
+            f"*/kubepods/**/pod{pod['metadata']['uid']}/{cid}/cgroup.procs"
+        )
+        return sorted(int(p) for procs in found for p in procs.read_text().split())
 
     def service_account_kubeconfig(self, namespace: str, name: str, path: Path) -> Path:
         """A kubeconfig that authenticates as a ServiceAccount (its RBAC, not admin)."""
@@ -223,3 +234,73 @@ class OperatorProcess:
 
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+
+def container_init(pids: list[int]) -> int:
+    """Which of a container's processes is its PID 1 (the container's own command)."""
+    for pid in pids:
+        with suppress(OSError):
+            status = Path(f"/proc/{pid}/status").read_text()
+            if next(line for line in status.splitlines() if line.startswith("NSpid:")).split()[-1] == "1":
+                return pid
+    raise AssertionError(f"no PID 1 among the container's processes {pids}")
+
+
+class InClusterOperator:
+    """The operator as a cluster runs it: the dev overlay's Deployment scaled up on the lab's real
+    node, from the image `make images` built, as its ServiceAccount, with in-cluster config (the
+    `kubernetes` Service), Prometheus at the node's address. Needs a lab whose edge-local is a kubelet.
+
+    `env` is set on the Deployment (e.g. a shorter tuning interval for tests). `kill()` scales it to
+    zero; `crash()` SIGKILLs the running container's process, so the kubelet restarts it."""
+
+    NAMESPACE = "edgetenant-system"
+    NAME = "edgetenant-operator"
+    SELECTOR = "app.kubernetes.io/name=edgetenant-operator"
+
+    def __init__(self, lab: Lab, env: dict[str, str] | None = None, *, replicas: int = 1) -> None:
+        self.lab = lab
+        self.env = env or {}
+        self.replicas = replicas
+
+    def deployment(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.lab.kubectl(*args, "-n", self.NAMESPACE, check=check)
+
+    def start(self) -> InClusterOperator:
+        if self.env:
+            self.deployment(
+                "set", "env", f"deployment/{self.NAME}", *(f"{k}={v}" for k, v in self.env.items())
+            )
+        self.deployment("scale", f"deployment/{self.NAME}", f"--replicas={self.replicas}")
+        self.deployment("rollout", "status", f"deployment/{self.NAME}", "--timeout=180s")
+        return self
+
+    def pods(self) -> list[dict[str, Any]]:
+        pods = self.lab.get_json("pods", "-n", self.NAMESPACE, "-l", self.SELECTOR)["items"]
+        return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+    def alive(self) -> bool:
+        """At least one replica running and ready."""
+        return any(
+            c.get("ready")
+            for p in self.pods()
+            for c in (p.get("status") or {}).get("containerStatuses") or []
+        )
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        """Scale to zero (SIGKILL: without a grace period) and wait until no replica is left."""
+        self.deployment("scale", f"deployment/{self.NAME}", "--replicas=0")
+        if sig == signal.SIGKILL:
+            self.deployment("delete", "pods", "-l", self.SELECTOR, "--grace-period=0", "--force", check=False)
+        wait_for("the operator's pods to go", lambda: not self.pods(), timeout=120)
+
+    def crash(self) -> int:
+        """SIGKILL the operator's process in its container (as a crash would); returns the PID."""
+        pod = next(p for p in self.pods() if p["status"].get("phase") == "Running")
+        init = container_init(self.lab.container_pids(pod, "operator"))
+        os.kill(init, signal.SIGKILL)
+        return init
+
+    def log_tail(self, chars: int = 3000) -> str:
+        logs = self.deployment("logs", f"deployment/{self.NAME}", "--tail=200", check=False)
+        return (logs.stdout + logs.stderr)[-chars:]

@@ -1,4 +1,5 @@
-"""The lab's doors: TCP forwarding between the host's loopback and the lab's network namespace.
+"""The lab's doors (TCP forwarding between the host's loopback and the lab's network namespace) and
+its cluster DNS.
 
 Started in the host's namespace, it opens its host-side listening sockets there and then moves into the
 lab's namespace (netns.py) for good: it connects only there. Two kinds of door:
@@ -11,6 +12,11 @@ lab's namespace (netns.py) for good: it connects only there. Two kinds of door:
 
 TARGET is always dialled inside the lab's namespace, which has no route out: whatever a door is
 given, no packet of it can leave the lab.
+
+    --dns ADDRESS          the cluster DNS (the kubelet's clusterDNS), as K3s's CoreDNS at 10.43.0.10:
+                           it answers the `kubernetes` Service's name (in-cluster clients such as kopf
+                           dial https://kubernetes.default.svc) and NXDOMAIN for every other name: it
+                           forwards nothing anywhere.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import ipaddress
 import logging
 import signal
 import socket
+import struct
 import sys
 from pathlib import Path
 
@@ -99,8 +106,59 @@ def door(target: tuple[str, int]) -> object:
     return handle
 
 
-async def serve(doors: list[tuple[socket.socket, tuple[str, int]]]) -> None:
+# The names the cluster DNS answers: the `kubernetes` Service (cluster domain cluster.local).
+DNS_NAMES = {"kubernetes.default.svc.cluster.local": "10.43.0.1"}
+QTYPE_A, QCLASS_IN, NOERROR, NXDOMAIN = 1, 1, 0, 3
+
+
+def dns_answer(query: bytes, names: dict[str, str] = DNS_NAMES) -> bytes | None:
+    """The reply to one DNS query over UDP (pure): an A record for a known name, no data for its other
+    record types, NXDOMAIN for anything else; None for what is not a query."""
+    if len(query) < 12:
+        return None
+    ident, flags, qdcount = struct.unpack("!HHH", query[:6])
+    if flags & 0x8000 or qdcount != 1:
+        return None
+    labels, at = [], 12
+    while at < len(query) and (length := query[at]) != 0:
+        if length & 0xC0 or at + 1 + length > len(query):
+            return None  # compression pointers never appear in a question
+        labels.append(query[at + 1 : at + 1 + length].decode("ascii", "replace").lower())
+        at += 1 + length
+    if at + 5 > len(query):
+        return None
+    qtype, qclass = struct.unpack("!HH", query[at + 1 : at + 5])
+    question = query[12 : at + 5]
+    address = names.get(".".join(labels))
+    rcode = NOERROR if address is not None else NXDOMAIN
+    answers = b""
+    if address is not None and qtype == QTYPE_A and qclass == QCLASS_IN:
+        # A pointer to the question's name, type A, class IN, TTL 30 s, 4 bytes of address.
+        answers = struct.pack("!HHHIH", 0xC00C, QTYPE_A, QCLASS_IN, 30, 4) + socket.inet_aton(address)
+    recursion_desired = flags & 0x0100
+    header = struct.pack(
+        "!HHHHHH", ident, 0x8400 | recursion_desired | rcode, 1, 1 if answers else 0, 0, 0
+    )  # a response, authoritative
+    return header + question + answers
+
+
+class ClusterDNS(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        reply = dns_answer(data)
+        if reply is not None:
+            self.transport.sendto(reply, addr)  # type: ignore[attr-defined]
+
+
+async def serve(
+    doors: list[tuple[socket.socket, tuple[str, int]]], dns: tuple[str, int] | None = None
+) -> None:
     servers = [await asyncio.start_server(door(target), sock=sock) for sock, target in doors]  # type: ignore[arg-type]
+    if dns is not None:
+        await asyncio.get_running_loop().create_datagram_endpoint(ClusterDNS, local_addr=dns)
+        log.info("cluster DNS on %s:%d: %s", *dns, DNS_NAMES)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,14 +177,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--host", type=parse_rule, action="append", default=[], metavar="LISTEN=TARGET")
     parser.add_argument("--lab", type=parse_rule, action="append", default=[], metavar="LISTEN=TARGET")
+    parser.add_argument("--dns", type=parse_address, default=None, metavar="ADDRESS", help="IP:port")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     check_rules(args.host, args.lab)
+    if args.dns is not None and not is_lab_address(args.dns[0]):
+        raise SystemExit(f"error: the DNS must listen on a lab address, not {args.dns[0]}")
     host = [listening_socket(listen) for listen, _ in args.host]
     enter(args.netns)  # from here on, this process lives in the lab
     lab = [listening_socket(listen) for listen, _ in args.lab]
     targets = [target for _, target in args.host + args.lab]
-    asyncio.run(serve(list(zip(host + lab, targets, strict=True))))
+    asyncio.run(serve(list(zip(host + lab, targets, strict=True)), args.dns))
     return 0
 
 

@@ -22,6 +22,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -248,6 +249,12 @@ def http_ok(url: str, token: str | None = None, ca: Path | None = None) -> bool:
         return False
 
 
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((host, port)) == 0
+
+
 def run_quiet(cmd: list[str], **kwargs: Any) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
 
@@ -381,9 +388,39 @@ def prometheus_config(state: LabState) -> dict[str, Any]:
                     {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
                     {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
                 ],
-            }
+            },
+            {
+                # The kubelets' cAdvisor (as kube-prometheus scrapes it): per-container memory and the
+                # kernel's OOM kills, including those of one process in a container that lives on.
+                "job_name": "kubelet-cadvisor",
+                "scheme": "https",
+                "metrics_path": "/metrics/cadvisor",
+                "kubernetes_sd_configs": [{**sd, "role": "node"}],
+                # The kubelet's serving certificate is self-signed (no certificate bootstrap in the lab).
+                "tls_config": {"insecure_skip_verify": True},
+                "authorization": sd["authorization"],
+                "relabel_configs": [
+                    # KWOK's nodes (127.0.0.1) have no kubelet: only the real node's address.
+                    {
+                        "source_labels": ["__address__"],
+                        "action": "keep",
+                        "regex": "10\\.42\\.0\\.[0-9]+:[0-9]+",
+                    },
+                    {"source_labels": ["__meta_kubernetes_node_name"], "target_label": "node"},
+                ],
+                "metric_relabel_configs": [
+                    {"source_labels": ["__name__"], "action": "keep", "regex": CADVISOR_KEEP},
+                    {"source_labels": ["container"], "action": "drop", "regex": ""},
+                ],
+            },
         ],
     }
+
+
+# What the lab keeps of cAdvisor's many series: what a person or the operator might ask.
+CADVISOR_KEEP = (
+    "container_oom_events_total|container_memory_working_set_bytes|container_cpu_usage_seconds_total"
+)
 
 
 def component_commands(state: LabState, bins: Path) -> dict[str, list[str]]:
@@ -507,6 +544,7 @@ def component_commands(state: LabState, bins: Path) -> dict[str, list[str]]:
             f"--lab={netns.KUBERNETES_SERVICE_IP}:443={LOOPBACK}:{p.apiserver}",
             f"--lab={netns.NODE_IP}:{POD_PROMETHEUS_PORT}={LOOPBACK}:{p.prometheus}",
             f"--lab={netns.NODE_IP}:{POD_MODELSTORE_PORT}={LOOPBACK}:{p.modelstore}",
+            f"--dns={netns.CLUSTER_DNS_IP}:53",
         ],
     }
     if state.holder is None:
@@ -746,7 +784,8 @@ def up(topology: Path, node_mode: str = DEFAULT_NODE_MODE) -> LabState:
             netns.setup(holder.pid)
         with step("the doors: the API server and Prometheus on the host's 127.0.0.1; lab services for pods"):
             # Started before this process enters the lab: its host side listens on the host.
-            start(state, "forward", component_commands(state, bins)["forward"])
+            pid = start(state, "forward", component_commands(state, bins)["forward"])
+            wait_until("the doors", lambda: port_open(LOOPBACK, state.ports.apiserver), 30, pid)
             state.enter()
         with step("PKI and tokens"):
             make_pki(d / "pki")

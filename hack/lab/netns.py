@@ -37,6 +37,8 @@ SERVICE_CIDR = "10.43.0.0/16"
 # The `kubernetes` Service's ClusterIP (the first address of the range): an address of the lab
 # namespace's `lo`, where forward.py hands connections to the API server, as kube-proxy would.
 KUBERNETES_SERVICE_IP = "10.43.0.1"
+# The cluster DNS (K3s's CoreDNS address): forward.py, on the lab namespace's `lo` too.
+CLUSTER_DNS_IP = "10.43.0.10"
 BRIDGE = "cni0"
 
 # Every address the lab may ever use: loopback, its pod range and its Service range.
@@ -54,6 +56,7 @@ def setup_commands() -> list[list[str]]:
     return [
         ["ip", "link", "set", "lo", "up"],
         ["ip", "addr", "add", f"{KUBERNETES_SERVICE_IP}/32", "dev", "lo"],
+        ["ip", "addr", "add", f"{CLUSTER_DNS_IP}/32", "dev", "lo"],
         ["ip", "link", "add", BRIDGE, "type", "bridge"],
         ["ip", "addr", "add", f"{NODE_IP}/{LAB_SUBNET.split('/')[1]}", "dev", BRIDGE],
         ["ip", "link", "set", BRIDGE, "up"],

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from netns import BRIDGE, LAB_SUBNET, NODE_IP, SERVICE_CIDR, inside
+from netns import BRIDGE, CLUSTER_DNS_IP, LAB_SUBNET, NODE_IP, SERVICE_CIDR, inside
 
 NODE_NAME = "edge-local"
 # The device plugin's resource (manifests/deviceplugin): the x86-cpu class's time-sliced slots.
@@ -121,8 +121,10 @@ def kubelet_config(node: Node, ca: Path) -> dict[str, Any]:
             "x509": {"clientCAFile": str(ca)},
         },
         "authorization": {"mode": "Webhook"},
-        # No DNS in the lab: pods reach the lab's services by address.
+        # The cluster DNS (forward.py) answers the `kubernetes` Service's name and nothing else; the
+        # node's own resolv.conf (a nameserver outside the lab) is never given to pods.
         "resolvConf": "",
+        "clusterDNS": [CLUSTER_DNS_IP],
         "clusterDomain": "cluster.local",
         "podLogsDir": str(node.dir / "pod-logs"),
         # The disk is shared with other work: evict only when it is really full, never collect the

@@ -13,6 +13,8 @@ import importlib.util
 import ipaddress
 import json
 import re
+import socket
+import struct
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -95,11 +97,12 @@ def test_pods_get_no_default_route(netns: ModuleType) -> None:
     assert bridge["ipam"]["routes"] == [{"dst": netns.SERVICE_CIDR}]
 
 
-def test_the_node_resolves_no_names_and_streams_on_loopback(lab: ModuleType, tmp_path: Path) -> None:
+def test_the_node_resolves_only_lab_names_and_streams_on_loopback(lab: ModuleType, tmp_path: Path) -> None:
     realnode = load("realnode")
     node = realnode.Node(tmp_path, Path("/bin"))
     config = realnode.kubelet_config(node, tmp_path / "ca.crt")
-    assert config["resolvConf"] == ""  # pods get no resolver to send queries to
+    # Pods ask only the lab's cluster DNS, never the machine's own nameserver.
+    assert config["resolvConf"] == "" and config["clusterDNS"] == [load("netns").CLUSTER_DNS_IP]
     assert config["address"] == load("netns").NODE_IP
     assert 'stream_server_address = "127.0.0.1"' in realnode.containerd_config(node)
 
@@ -148,3 +151,27 @@ def test_the_check_itself_catches_other_addresses(netns: ModuleType) -> None:
         assert not netns.is_lab_address(outside), outside
     for inside in ("127.64.0.1/16", "10.42.0.9", "10.43.0.1", "127.0.0.1"):
         assert netns.is_lab_address(inside), inside
+
+
+def dns_query(name: str, qtype: int = 1) -> bytes:
+    """A DNS query as a stub resolver sends it: header (id 0x1234, recursion desired, one question)."""
+    labels = b"".join(bytes([len(label)]) + label.encode() for label in name.split("."))
+    return struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + labels + b"\0" + struct.pack("!HH", qtype, 1)
+
+
+def test_the_cluster_dns_answers_only_the_kubernetes_service() -> None:
+    forward = load("forward")
+    reply = forward.dns_answer(dns_query("kubernetes.default.svc.cluster.local"))
+    ident, flags, _, answers = struct.unpack("!HHHH", reply[:8])
+    assert (ident, flags & 0xF, answers) == (0x1234, 0, 1)
+    assert socket.inet_ntoa(reply[-4:]) == "10.43.0.1"
+    # No AAAA record (NOERROR, no answer), and NXDOMAIN for every other name: nothing is forwarded.
+    assert (
+        struct.unpack("!HHHH", forward.dns_answer(dns_query("kubernetes.default.svc.cluster.local", 28))[:8])[
+            3
+        ]
+        == 0
+    )
+    for name in ("example.com", "registry-1.docker.io", "kubernetes.default.svc.cluster.local.evil"):
+        assert struct.unpack("!H", forward.dns_answer(dns_query(name))[2:4])[0] & 0xF == 3, name
+    assert forward.dns_answer(b"\x00\x01") is None  # not a query
