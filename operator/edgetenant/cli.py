@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
+from collections.abc import Callable
 
 import edgetenant
 from edgetenant.errors import ConfigError, EdgeTenantError
@@ -79,6 +81,22 @@ def _os_message(error: OSError) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def bounded(kind: type[int] | type[float], low: float, high: float, unit: str = "") -> Callable[[str], float]:
+    """An argparse `type=` that accepts a number of `kind` within [low, high] and says so otherwise."""
+
+    def parse(raw: str) -> float:
+        try:
+            value = kind(raw)
+        except ValueError:
+            noun = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{raw!r} is not {noun}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}{unit}, got {raw}")
+        return value
+
+    return parse
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -155,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = args[0], args[1:]
     if name not in SUBCOMMANDS:
-        print(f"edgetenant: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        known = ", ".join(SUBCOMMANDS)
+        print(
+            f"edgetenant: unknown command {name!r} (one of: {known}; see edgetenant --help)", file=sys.stderr
+        )
         return 2
     module_name, function_name = SUBCOMMANDS[name][0].split(":")
     try:

@@ -99,7 +99,7 @@ async def _translated(action: str, url: str, *, load: bool = False) -> AsyncIter
             raise ModelLoadError(f"{action} on {url}: {message}") from exc
         raise TransientError(f"{action} on {url}: {message}") from exc
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        raise TransientError(f"{action}: Triton at {url} unreachable: {exc!r}") from exc
+        raise TransientError(f"{action}: Triton at {url} unreachable: {exc or type(exc).__name__}") from exc
 
 
 class _Connection:

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgetenant import zoo
+from edgetenant.cli import bounded
 from edgetenant.dataplane import local, repository
 from edgetenant.profiling.sweep import SweepPoint, SweepResult, build_model_profile, plot_sweep, sweep
 from edgetenant.render.triton import NATIVE_BACKENDS, SHIM_BACKEND, TritonModelSpec
@@ -27,23 +28,71 @@ from edgetenant.render.triton import NATIVE_BACKENDS, SHIM_BACKEND, TritonModelS
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgetenant profile", description=__doc__)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model-file", type=Path, help="an ONNX model file")
+    source.add_argument("--model-file", type=Path, metavar="FILE", help="an ONNX model file")
     source.add_argument("--zoo", choices=sorted(zoo.ZOO), help="a zoo model (built if needed)")
     source.add_argument("--model", help="with --triton: a model already in that server's repository")
     parser.add_argument("--name", help="served model name (default: from the file or zoo name)")
-    parser.add_argument("--triton", help="use this Triton (http://host:port) instead of starting one")
-    parser.add_argument("--server-pid", type=int, help="with --triton: its PID, to measure memory")
+    parser.add_argument(
+        "--triton", metavar="URL", help="use this Triton (http://host:port) instead of starting one"
+    )
+    parser.add_argument(
+        "--server-pid",
+        type=bounded(int, 1, 2**22),
+        metavar="PID",
+        help="with --triton: its PID, to measure memory",
+    )
     parser.add_argument("--backend", default=SHIM_BACKEND, help="Triton backend (default: the python shim)")
-    parser.add_argument("--max-instances", type=int, default=8)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="threads per instance to try")
-    parser.add_argument("--batching", choices=["off", "on", "both"], default="off")
-    parser.add_argument("--max-batch-size", type=int, default=8)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per point")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per point")
-    parser.add_argument("--clients-per-instance", type=int, default=2)
+    parser.add_argument(
+        "--max-instances",
+        type=bounded(int, 1, 64),
+        default=8,
+        metavar="N",
+        help="sweep 1..N instances (default 8)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=bounded(int, 1, 256),
+        nargs="+",
+        default=[1],
+        metavar="N",
+        help="threads per instance to try (default 1)",
+    )
+    parser.add_argument(
+        "--batching", choices=["off", "on", "both"], default="off", help="dynamic batching (default off)"
+    )
+    parser.add_argument(
+        "--max-batch-size",
+        type=bounded(int, 0, 1024),
+        default=8,
+        metavar="N",
+        help="the model's max_batch_size (default 8)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=bounded(float, 0.5, 3600, " s"),
+        default=10.0,
+        metavar="S",
+        help="seconds measured per point (default 10)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=bounded(float, 0, 600, " s"),
+        default=2.0,
+        metavar="S",
+        help="seconds of warm-up per point (default 2)",
+    )
+    parser.add_argument(
+        "--clients-per-instance",
+        type=bounded(int, 1, 256),
+        default=2,
+        metavar="N",
+        help="closed-loop clients per instance (default 2)",
+    )
     parser.add_argument("--no-early-stop", action="store_true", help="sweep every count even past a fall")
-    parser.add_argument("--accelerator-class", default="cpu")
-    parser.add_argument("--namespace")
+    parser.add_argument(
+        "--accelerator-class", default="cpu", help="the AcceleratorClass the profile is for (default cpu)"
+    )
+    parser.add_argument("--namespace", help="namespace of the ModelProfile written (default: none)")
     parser.add_argument("--out", type=Path, default=Path("."), help="directory for YAML, JSON and PNG")
     return parser
 

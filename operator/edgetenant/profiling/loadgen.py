@@ -275,16 +275,44 @@ async def _tracked(
 
 
 def _parser() -> argparse.ArgumentParser:
+    from edgetenant.cli import bounded  # noqa: PLC0415  (the command line's helpers, not the library's)
+
     parser = argparse.ArgumentParser(prog="edgetenant load", description=__doc__)
     parser.add_argument("--url", required=True, help="Triton HTTP endpoint, e.g. http://127.0.0.1:8000")
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", required=True, help="the served model's name")
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--concurrency", type=int, help="closed loop: this many clients")
-    mode.add_argument("--rate", type=float, help="open loop: Poisson arrivals at this many req/s")
-    parser.add_argument("--duration", type=float, help="seconds to measure")
-    parser.add_argument("--requests", type=int, help="stop after this many requests")
-    parser.add_argument("--warmup", type=float, default=0.0, help="seconds sent but not counted first")
-    parser.add_argument("--batch-size", type=int, default=1)
+    mode.add_argument(
+        "--concurrency", type=bounded(int, 1, 4096), metavar="N", help="closed loop: this many clients"
+    )
+    mode.add_argument(
+        "--rate",
+        type=bounded(float, 0.001, 1e6, " req/s"),
+        metavar="R",
+        help="open loop: Poisson arrivals at this many req/s",
+    )
+    parser.add_argument(
+        "--duration",
+        type=bounded(float, 0.1, 86400, " s"),
+        metavar="S",
+        help="seconds to measure (default 10)",
+    )
+    parser.add_argument(
+        "--requests", type=bounded(int, 1, 10**9), metavar="N", help="stop after this many requests"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=bounded(float, 0, 3600, " s"),
+        default=0.0,
+        metavar="S",
+        help="seconds sent but not counted first (default 0)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=bounded(int, 1, 1024),
+        default=1,
+        metavar="N",
+        help="images per request (default 1; at most the model's max_batch_size)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from edgetenant.api.models import BatchingMode
-from edgetenant.errors import EdgeTenantError
+from edgetenant.api.models import MAX_CONCURRENCY, BatchingMode
+from edgetenant.cli import bounded
 from edgetenant.tuning.data import Action, Mode, TunerConfig
 from edgetenant.tuning.loop import TickResult, TuningLoop, render_from_config, target_for
 
@@ -45,34 +45,88 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus URL scraping those Tritons")
     p.add_argument("--model", required=True, help="served model name")
-    p.add_argument("--interval", type=float, default=10.0, metavar="S", help="control interval (default 10)")
+    p.add_argument(
+        "--interval",
+        type=bounded(float, 1, 3600, " s"),
+        default=10.0,
+        metavar="S",
+        help="control interval (default 10)",
+    )
     p.add_argument(
         "--window",
-        type=float,
+        type=bounded(float, 1, 3600, " s"),
         metavar="S",
         help="rate window; must hold >= 2 scrapes and fit in the interval (default: interval - 1)",
     )
     p.add_argument("--label", action="append", default=[], metavar="K=V", help="extra PromQL label match")
-    p.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.AUTO.value)
-    p.add_argument("--value", type=int, help="instance count in Fixed mode")
-    p.add_argument("--min", type=int, default=1)
-    p.add_argument("--max", type=int, default=8)
-    p.add_argument("--initial", type=int, default=1, help="instances to start with (applied at start)")
-    p.add_argument("--slo-p95-ms", type=float, help="p95 latency SLO in ms")
-    p.add_argument("--ceiling", type=int, help="a concurrency known to fail (e.g. from a ModelProfile)")
     p.add_argument(
-        "--batching", choices=sorted({b.value for b in BatchingMode}), default=BatchingMode.DISABLED.value
+        "--mode",
+        choices=[m.value for m in Mode],
+        default=Mode.AUTO.value,
+        help="Auto: tune between --min and --max; Fixed: hold --value (default Auto)",
     )
-    p.add_argument("--dead-band", type=float, default=0.05, help="a step must gain more than this (0.05)")
-    p.add_argument("--down-cooldown", type=float, default=60.0, metavar="S")
-    p.add_argument("--reprobe-after", type=float, default=900.0, metavar="S")
-    p.add_argument("--probe-readings", type=int, default=1, help="readings per trial step (2 on noisy hosts)")
+    instances = bounded(int, 1, MAX_CONCURRENCY)
+    p.add_argument("--value", type=instances, metavar="N", help="instance count in Fixed mode")
+    p.add_argument("--min", type=instances, default=1, metavar="N", help="fewest instances (default 1)")
+    p.add_argument("--max", type=instances, default=8, metavar="N", help="most instances (default 8)")
+    p.add_argument(
+        "--initial", type=instances, default=1, metavar="N", help="instances to start with (applied at start)"
+    )
+    p.add_argument(
+        "--slo-p95-ms", type=bounded(float, 0.001, 3.6e6, " ms"), metavar="MS", help="p95 latency SLO in ms"
+    )
+    p.add_argument(
+        "--ceiling",
+        type=bounded(int, 2, MAX_CONCURRENCY),
+        metavar="N",
+        help="a concurrency known to fail (e.g. from a ModelProfile)",
+    )
+    p.add_argument(
+        "--batching",
+        choices=sorted({b.value for b in BatchingMode}),
+        default=BatchingMode.DISABLED.value,
+        help="Triton dynamic batching (default Disabled)",
+    )
+    p.add_argument(
+        "--dead-band",
+        type=bounded(float, 0, 1),
+        default=0.05,
+        metavar="F",
+        help="a step must gain more than this fraction (default 0.05)",
+    )
+    p.add_argument(
+        "--down-cooldown",
+        type=bounded(float, 0, 86400, " s"),
+        default=60.0,
+        metavar="S",
+        help="wait this long after a change before stepping down (default 60)",
+    )
+    p.add_argument(
+        "--reprobe-after",
+        type=bounded(float, 0, 86400 * 7, " s"),
+        default=900.0,
+        metavar="S",
+        help="try one step up again after this long at the knee (default 900)",
+    )
+    p.add_argument(
+        "--probe-readings",
+        type=bounded(int, 1, 10),
+        default=1,
+        metavar="N",
+        help="readings per trial step (default 1; 2 on noisy hosts)",
+    )
     p.add_argument("--no-apply-initial", action="store_true", help="keep the running config at start")
     stop = p.add_mutually_exclusive_group()
-    stop.add_argument("--max-intervals", type=int, metavar="N", help="stop after N intervals")
-    stop.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    stop.add_argument(
+        "--max-intervals", type=bounded(int, 1, 10**7), metavar="N", help="stop after N intervals"
+    )
+    stop.add_argument(
+        "--duration", type=bounded(float, 1, 86400 * 365, " s"), metavar="S", help="stop after S seconds"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per decision")
-    p.add_argument("--state-out", type=Path, help="write the final state and learned points here (JSON)")
+    p.add_argument(
+        "--state-out", type=Path, metavar="FILE", help="write the final state and learned points here (JSON)"
+    )
     return p
 
 
@@ -178,13 +232,9 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     console = Console(stderr=args.json)
-    try:
-        return asyncio.run(_run(args, console))
-    except EdgeTenantError as exc:
-        console.print(f"[red]edgetenant tune: {exc}[/]")
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    # A failure (Triton or Prometheus not answering, a refused config) propagates to the dispatcher
+    # (edgetenant.cli), which prints it as one line.
+    return asyncio.run(_run(args, console))
 
 
 if __name__ == "__main__":
