@@ -5,6 +5,13 @@ PY := .venv/bin/python
 # uv through its Python module: found wherever pip put it (site-packages or the user site).
 UV := python3 -m uv
 PYTEST := $(PY) -m pytest
+EDGETENANT_CACHE ?= $(HOME)/.cache/edgetenant
+# The tests run in a lab of their own (its own directory and ports), never in the one `make demo` or
+# you left running: they neither adopt its devices nor take it down. Set EDGETENANT_LAB_DIR (and
+# EDGETENANT_LAB_PORT_OFFSET) to run them in a lab of your choice.
+TEST_LAB_DIR ?= $(if $(EDGETENANT_LAB_DIR),$(EDGETENANT_LAB_DIR),$(EDGETENANT_CACHE)/lab-test)
+TEST_LAB_PORT_OFFSET ?= $(if $(EDGETENANT_LAB_DIR),$(or $(EDGETENANT_LAB_PORT_OFFSET),0),1000)
+TEST_LAB := EDGETENANT_LAB_DIR=$(TEST_LAB_DIR) EDGETENANT_LAB_PORT_OFFSET=$(TEST_LAB_PORT_OFFSET)
 
 .PHONY: help venv lint fmt crds lab-build dataplane-env images test test-unit test-cluster test-dataplane test-e2e test-images demo clean
 
@@ -41,22 +48,22 @@ images: venv ## Build the container images as OCI archives into dist/images/ (no
 	$(PY) hack/images/build.py build
 
 test: venv lab-build dataplane-env images ## Run every test tier (sets everything up first)
-	$(PYTEST) tests/unit tests/cluster tests/dataplane tests/e2e tests/images
+	$(TEST_LAB) $(PYTEST) tests/unit tests/cluster tests/dataplane tests/e2e tests/images
 
 test-unit: venv ## Pure unit tests (seconds)
 	$(PYTEST) tests/unit
 
 test-cluster: venv lab-build ## Tests against the real control plane
-	$(PYTEST) tests/cluster
+	$(TEST_LAB) $(PYTEST) tests/cluster
 
 test-dataplane: venv dataplane-env ## Tests against real Triton + Prometheus
-	$(PYTEST) tests/dataplane
+	$(TEST_LAB) $(PYTEST) tests/dataplane
 
 test-e2e: venv lab-build dataplane-env ## The whole loop
-	$(PYTEST) tests/e2e
+	$(TEST_LAB) $(PYTEST) tests/e2e
 
 test-images: venv lab-build images ## The built images, run with podman + runc as the manifests say
-	$(PYTEST) tests/images
+	$(TEST_LAB) $(PYTEST) tests/images
 
 demo: venv lab-build dataplane-env ## The local edge lab, the operator, sample tenants, real inferences
 	$(PY) hack/demo.py

@@ -26,6 +26,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -173,6 +174,7 @@ def plot(run: DemoRun, path: Path) -> None:
         top.annotate(label, (t, top.get_ylim()[1]), rotation=90, va="top", ha="right", fontsize=8)
     top.set_ylabel("throughput (req/s, measured by the client)")
     bottom.set_ylabel("Triton instances (status.concurrency.current)")
+    bottom.yaxis.set_major_locator(MaxNLocator(integer=True))  # instance counts are whole numbers
     bottom.set_xlabel("seconds since the scenario was applied")
     top.legend()
     bottom.legend()
@@ -280,8 +282,9 @@ def run_demo(args: argparse.Namespace) -> int:
         "custom-columns=TIME:.lastTimestamp,OBJECT:.involvedObject.name,REASON:.reason,MESSAGE:.message",
     ).stdout
     summary = Table(title="Where every tenant ended up")
-    for column in ("tenant", "class", "node", "Ready", "concurrency", "why"):
-        summary.add_column(column)
+    for column in ("tenant", "class", "node", "Ready", "concurrency"):
+        summary.add_column(column, no_wrap=True)
+    summary.add_column("why", overflow="fold")  # the whole reason, wrapped between words
     for item in final:
         status = item.get("status") or {}
         target = status.get("targetPlacement") or {}
@@ -294,7 +297,7 @@ def run_demo(args: argparse.Namespace) -> int:
             target.get("node", "-"),
             ready.get("status", "-"),
             f"{conc.get('current', '-')}/{conc.get('target', '-')} (ceiling {conc.get('ceiling') or '-'})",
-            (ready.get("message") or "")[:70],
+            ready.get("message") or "",
         )
     console.print(summary)
     for tenant in LOCAL:
@@ -317,7 +320,12 @@ def run_demo(args: argparse.Namespace) -> int:
     console.print(f"  one tenant:  kubectl describe itn mobilenet-v2-local -n {NAMESPACE}")
     console.print(f"  Prometheus:  {lab.prometheus_url}/graph?g0.expr=rate(nv_inference_count[30s])")
     console.print(f"  plan:        .venv/bin/edgetenant plan --kubeconfig {lab.kubeconfig}")
-    console.print("  The operator keeps running (and tuning) until you stop the lab:  hack/lab/lab down")
+    console.rule("[bold]still running")
+    console.print(
+        f"  the lab ({lab.dir}): API server, Prometheus, the nodes; the operator (pid {operator.popen.pid}, "
+        f"tuning); {len(final)} tenants in namespace {NAMESPACE}, holding their devices"
+    )
+    console.print("  stop all of it:  hack/lab/lab down   (make test runs in a lab of its own either way)")
     return 0
 
 
