@@ -19,7 +19,12 @@ PLAN_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 PLAN_OBJECTIVE = Gauge("edgetenant_plan_objective", "Objective of the current placement plan.")
-TENANTS = Gauge("edgetenant_tenants", "Tenants by condition.", ["condition"])
+TENANTS = Gauge(
+    "edgetenant_tenants",
+    "Tenants: total, placed, unplaced, and by a condition's status (ready, slo_violated, "
+    "metrics_unavailable, stalled).",
+    ["condition"],
+)
 TENANT_CONCURRENCY = Gauge(
     "edgetenant_tenant_concurrency", "Triton instances per replica.", ["namespace", "tenant", "kind"]
 )

@@ -79,6 +79,15 @@ def backoff_s(failures: int, *, base_s: float = 1.0, cap_s: float = MAX_BACKOFF_
     return float(random.uniform(0.5, 1.0) * min(cap_s, base_s * 2.0 ** max(0, failures - 1)))
 
 
+# edgetenant_tenants{condition=...}: tenants whose condition has this status.
+TENANT_CONDITION_COUNTS: dict[str, tuple[str, str]] = {
+    "ready": ("Ready", "True"),
+    "slo_violated": ("SLOMet", "False"),
+    "metrics_unavailable": ("MetricsAvailable", "False"),
+    "stalled": ("Stalled", "True"),
+}
+
+
 class Reconciler:
     def __init__(self, kube: Kube, settings: Settings, cache: ClusterCache, writer: TenantWriter) -> None:
         self.kube = kube
@@ -196,16 +205,19 @@ class Reconciler:
 
         await asyncio.gather(*(one(key) for key in sorted(keys) if key in self.cache.tenants))
         await self.write_class_statuses(now)
-        ready = sum(
-            1
-            for body in self.cache.tenants.values()
-            if any(
-                c["type"] == "Ready" and c["status"] == "True"
-                for c in (body.get("status") or {}).get("conditions", [])
-            )
-        )
         TENANTS.labels("total").set(len(self.cache.tenants))
-        TENANTS.labels("ready").set(ready)
+        # The counts the alerts (manifests/monitoring) and the dashboard read, by a condition's status.
+        for label, (condition, status) in TENANT_CONDITION_COUNTS.items():
+            TENANTS.labels(label).set(
+                sum(
+                    1
+                    for body in self.cache.tenants.values()
+                    if any(
+                        c["type"] == condition and c["status"] == status
+                        for c in (body.get("status") or {}).get("conditions", [])
+                    )
+                )
+            )
         TENANTS.labels("placed").set(len(plan.placements))
         TENANTS.labels("unplaced").set(len(plan.unplaced))
 
