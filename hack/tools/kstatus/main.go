@@ -21,14 +21,20 @@ type result struct {
 }
 
 func main() {
-	var objects []map[string]interface{}
+	var objects []json.RawMessage
 	if err := json.NewDecoder(os.Stdin).Decode(&objects); err != nil {
 		fmt.Fprintf(os.Stderr, "kstatus: reading a JSON array of objects from stdin: %v\n", err)
 		os.Exit(2)
 	}
 	results := make([]result, 0, len(objects))
-	for i, obj := range objects {
-		computed, err := status.Compute(&unstructured.Unstructured{Object: obj})
+	for i, raw := range objects {
+		// Decoded as the API machinery decodes objects (whole numbers are int64, as kstatus expects).
+		obj := &unstructured.Unstructured{}
+		if err := obj.UnmarshalJSON(raw); err != nil {
+			fmt.Fprintf(os.Stderr, "kstatus: object %d: %v\n", i, err)
+			os.Exit(2)
+		}
+		computed, err := status.Compute(obj)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "kstatus: object %d: %v\n", i, err)
 			os.Exit(1)
