@@ -25,6 +25,7 @@ from typing import Any, cast
 import kopf
 
 from edgetenant.adapters.kube import Kube, load_config
+from edgetenant.admin_keys import AdminKeys
 from edgetenant.api.models import GROUP, VERSION
 from edgetenant.cache import ClusterCache, tenant_key
 from edgetenant.cli import run_parser
@@ -92,17 +93,20 @@ class Operator:
 
     def __post_init__(self) -> None:
         self.writer = TenantWriter(self.kube, self.cache, event_interval_s=self.settings.event_interval_s)
+        # The tenants' Triton admin keys derive from one master key in the operator's namespace.
+        self.keys = AdminKeys(self.kube, lease_namespace(self.settings))
 
     async def start_leading(self) -> None:
         # A fresh reconciler per term: it re-applies what it renders once (a no-op for unchanged
         # objects) instead of trusting what an earlier term believed was applied.
-        reconciler = Reconciler(self.kube, self.settings, self.cache, self.writer)
+        reconciler = Reconciler(self.kube, self.settings, self.cache, self.writer, self.keys)
         tuner = TuningDriver(
             settings=self.settings,
             cache=self.cache,
             writer=self.writer,
             apply=self.kube.apply,
             wake=reconciler.trigger,
+            admin_key=self.keys.for_tenant,
         )
         self.reconciler = reconciler
         self.tasks = [

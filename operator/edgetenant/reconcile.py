@@ -29,6 +29,7 @@ import pydantic
 
 from edgetenant.adapters.kube import Kube
 from edgetenant.adapters.triton import TritonAdapter
+from edgetenant.admin_keys import AdminKeys
 from edgetenant.api.models import AcceleratorClass, ConcurrencyMode, InferenceTenant
 from edgetenant.cache import ClusterCache, fingerprint, placement_fingerprint
 from edgetenant.errors import EdgeTenantError, PermanentError
@@ -44,6 +45,7 @@ from edgetenant.metrics import (
 )
 from edgetenant.placement import Placement, Plan, Snapshot, Unplaced, snapshot_from_objects, solve
 from edgetenant.placement.objects import class_from_model, node_from_object, parse_count
+from edgetenant.render.access import NetworkSettings
 from edgetenant.render.kube import (
     HTTP_PORT,
     TEMPLATE_ANNOTATION,
@@ -89,8 +91,11 @@ TENANT_CONDITION_COUNTS: dict[str, tuple[str, str]] = {
 
 
 class Reconciler:
-    def __init__(self, kube: Kube, settings: Settings, cache: ClusterCache, writer: TenantWriter) -> None:
+    def __init__(
+        self, kube: Kube, settings: Settings, cache: ClusterCache, writer: TenantWriter, keys: AdminKeys
+    ) -> None:
         self.kube = kube
+        self.keys = keys  # each tenant's Triton admin key (docs/security.md)
         self.settings = settings
         self.cache = cache
         self.writer = writer
@@ -100,7 +105,12 @@ class Reconciler:
         self.plan: Plan | None = None
         self._plan_fingerprint = ""
         self.applied: dict[str, str] = {}  # tenant key -> fingerprint of what was last applied
-        self.render_settings = RenderSettings(fetcher_image=settings.fetcher_image)
+        self.render_settings = RenderSettings(
+            fetcher_image=settings.fetcher_image,
+            network=NetworkSettings(
+                operator_namespace=keys.namespace, monitoring_namespace=settings.monitoring_namespace
+            ),
+        )
 
     # --- the loop -------------------------------------------------------------------------------------
     def trigger(self, key: str | None = None) -> None:
@@ -298,6 +308,7 @@ class Reconciler:
         unplaced = context.unplaced.get(key)
         problem = self.spec_problem(tenant)
         pods = await self.observe_pods(key, tenant)  # network I/O: outside the tenant's lock
+        admin_key = await self.keys.for_tenant(tenant)
         events: list[tuple[str, str, str]] = []
         async with self.writer.lock(key):
             # The newest status, under the lock the tuning loop writes with: the instance count
@@ -314,6 +325,7 @@ class Reconciler:
                     placement.node,
                     instances,
                     self.render_settings,
+                    admin_key=admin_key,
                     surge=self.surge(key, placement, resource, context),
                     measured_instance_mib=measured_instance_mib(
                         self.cache.profiles.values(),
@@ -325,9 +337,10 @@ class Reconciler:
                 template = deployment_template_hash(objects[-1])
                 rendered = fingerprint(objects)
                 if rendered != self.applied.get(key):
-                    config_map, *rest = objects
-                    await self.kube.apply(config_map)  # before the pods that mount it
-                    await asyncio.gather(*(self.kube.apply(obj) for obj in rest))
+                    *before_pods, deployment = objects
+                    # The key, the config and the NetworkPolicy exist before the first pod does.
+                    await asyncio.gather(*(self.kube.apply(obj) for obj in before_pods))
+                    await self.kube.apply(deployment)
                     self.applied[key] = rendered
             obs = Observation(
                 generation=int(tenant.metadata.generation or 0),

@@ -20,6 +20,8 @@ class Settings:
     triton_timeout_s: float = 2.0
     fetcher_image: str = "ghcr.io/edgetenant/model-fetcher:0.1.0"
     prometheus_url: str = "http://prometheus.monitoring.svc:9090"
+    # Pods of this namespace may scrape the tenants' metrics port (their NetworkPolicy; docs/security.md).
+    monitoring_namespace: str = "monitoring"
     tune_interval_s: float = 15.0  # the shortest tuning interval; stretched to fit slow scrapes
     # Used only when Prometheus' targets API does not list the tenant's pods (docs/tuning.md).
     scrape_interval_s: float = 30.0

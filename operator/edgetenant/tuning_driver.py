@@ -155,12 +155,14 @@ class TuningDriver:
         writer: TenantWriter,
         apply: Callable[[dict[str, Any]], Awaitable[Any]],
         wake: Callable[[str], None],
+        admin_key: Callable[[InferenceTenant], Awaitable[str]],
     ) -> None:
         self.settings = settings
         self.cache = cache
         self.writer = writer
         self.apply: Callable[[dict[str, Any]], Awaitable[Any]] = apply  # adapters.kube.Kube.apply
         self.wake = wake  # ask the reconciler to render the tenant again
+        self.admin_key = admin_key  # the tenant's Triton admin key: model control needs it
         self.states: dict[str, TunerState] = {}  # tenant UID -> controller state
         self.next_due: dict[str, float] = {}  # tenant UID -> monotonic time of its next tick
         self.scrape: dict[str, tuple[float, float]] = {}  # tenant UID -> (interval, looked up at)
@@ -275,6 +277,13 @@ class TuningDriver:
         if told:  # not told (a new pod, Prometheus down): look again after the shortest interval
             interval = prometheus.tuning_interval_s(scrape_s, self.settings.tune_interval_s)
             self.next_due[uid] = time.monotonic() + interval
+        key = await self.admin_key(tenant)
+
+        async def load_model(url: str, model: str, config: str) -> None:
+            from edgetenant.adapters.triton import load_model_at  # noqa: PLC0415  (tritonclient is heavy)
+
+            await load_model_at(url, model, config=config, admin_key=key)
+
         target: TuningTarget = target_for(
             model=served_model_name(tenant),
             # Live changes over Triton's gRPC model control: an HTTP load blocks every inference on
@@ -285,6 +294,7 @@ class TuningDriver:
             labels={"namespace": namespace},
             label_regexes={"pod": pod_regex},
             window_s=prometheus.rate_window_s(scrape_s, self.settings.tune_interval_s),
+            load_model=load_model,
         )
         if await self.resync(target, endpoints, state):
             # Some pod ran another count: the next window must not mix the two.

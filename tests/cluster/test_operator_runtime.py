@@ -17,6 +17,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from edgetenant.adapters.kube import Kube
+from edgetenant.admin_keys import AdminKeys
 from edgetenant.cache import ClusterCache
 from edgetenant.placement import Placement
 from edgetenant.reconcile import PassContext, Reconciler
@@ -120,7 +121,13 @@ def test_a_reconcile_never_writes_back_an_instance_count_the_tuner_changed(
         assert found is not None
         cache.put_tenant(key, found)
         writer = TenantWriter(kube, cache, event_interval_s=600)
-        reconciler = Reconciler(kube, Settings(prometheus_url=lab.prometheus_url), cache, writer)
+        reconciler = Reconciler(
+            kube,
+            Settings(prometheus_url=lab.prometheus_url),
+            cache,
+            writer,
+            AdminKeys(kube, "edgetenant-system"),
+        )
         placement = Placement(key, node, klass, 0, 1, 10.0, 10.0, estimated=True)
         context = PassContext({key: placement}, {}, (), ())
         await reconciler.reconcile_tenant(key, context)  # seeds concurrency {1, 1}
@@ -403,7 +410,13 @@ def test_one_tenants_unexpected_error_does_not_stop_the_others(
             assert found is not None
             cache.put_tenant(f"{namespace}/{name}", found)
         writer = TenantWriter(kube, cache, event_interval_s=600)
-        reconciler = Reconciler(kube, Settings(prometheus_url=lab.prometheus_url), cache, writer)
+        reconciler = Reconciler(
+            kube,
+            Settings(prometheus_url=lab.prometheus_url),
+            cache,
+            writer,
+            AdminKeys(kube, "edgetenant-system"),
+        )
         await reconciler.reconcile_all()  # must not raise
         return reconciler
 

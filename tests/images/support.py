@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import shutil
 import socket
 import ssl
@@ -128,6 +129,7 @@ class Volumes:
     root: Path
     config_maps: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> data
     service_account: dict[str, str] | None = None  # token, ca.crt, namespace
+    secrets: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> decoded data (env refs)
 
     def source(self, volume: dict[str, Any]) -> Path:
         path = self.root / volume["name"]
@@ -203,16 +205,33 @@ def container_options(
             (token_dir / key).write_text(value)
             (token_dir / key).chmod(0o644)
         options.append(f"--volume={token_dir}:{SERVICE_ACCOUNT_DIR}:ro")
+    env = {**container_env(container, volumes, field_refs), **(env_overrides or {})}
+    options += [f"--env={name}={value}" for name, value in env.items()]
+    return options
+
+
+def container_env(
+    container: dict[str, Any], volumes: Volumes, field_refs: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The container's environment as the kubelet resolves it (values, Secret keys, the downward API)."""
     env: dict[str, str] = {}
     for entry in container.get("env", []):
         if "value" in entry:
             env[entry["name"]] = entry["value"]
+        elif "secretKeyRef" in entry["valueFrom"]:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            env[entry["name"]] = volumes.secrets[ref["name"]][ref["key"]]
         else:
             path = entry["valueFrom"]["fieldRef"]["fieldPath"]
             env[entry["name"]] = (field_refs or default_field_refs())[path]
-    env.update(env_overrides or {})
-    options += [f"--env={name}={value}" for name, value in env.items()]
-    return options
+    return env
+
+
+def kubelet_args(container: dict[str, Any], volumes: Volumes) -> list[str]:
+    """The container's args with `$(VAR)` expanded from its env, as the kubelet does."""
+    env = container_env(container, volumes)
+    args: list[str] = container.get("args", [])
+    return [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), arg) for arg in args]
 
 
 def loopback_only(values: list[str]) -> list[str]:

@@ -10,6 +10,7 @@ network namespace of its own with nothing but loopback; the test asks it through
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import http.server
@@ -28,7 +29,7 @@ import yaml
 from edgetenant import zoo
 from edgetenant.api.models import AcceleratorClass, InferenceTenant
 from edgetenant.render.kube import RenderSettings, render_all
-from tests.images.support import Podman, Volumes, built_archive, container_options
+from tests.images.support import Podman, Volumes, built_archive, container_options, kubelet_args
 
 REPO = Path(__file__).resolve().parents[2]
 ZOO_MODEL = "mobilenet_v1"
@@ -103,12 +104,22 @@ def pod(model_server: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
             },
         }
     )
-    config_map, _, deployment = render_all(
-        tenant, x86_cpu_class_of_the_dev_overlay(), "edge-local", instance_count=1, settings=RenderSettings()
+    objects = render_all(
+        tenant,
+        x86_cpu_class_of_the_dev_overlay(),
+        "edge-local",
+        instance_count=1,
+        settings=RenderSettings(),
+        admin_key=uuid.uuid4().hex,
     )
+    kinds = {o["kind"]: o for o in objects}
+    config_map, secret, deployment = kinds["ConfigMap"], kinds["Secret"], kinds["Deployment"]
     volumes = Volumes(
         root=tmp_path_factory.mktemp("pod"),
         config_maps={config_map["metadata"]["name"]: config_map["data"]},
+        secrets={
+            secret["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+        },
     )
     return Pod(spec=deployment["spec"]["template"]["spec"], volumes=volumes, model=ZOO_MODEL, source=source)
 
@@ -142,7 +153,7 @@ def test_triton_image_serves_the_fetched_model(podman: Podman, pod: Pod, fetched
     )
     name = f"triton-{uuid.uuid4().hex[:6]}"
     options = container_options(pod.spec, triton, pod.volumes, network="none")
-    podman.start(name, options, triton["image"], triton["args"])
+    podman.start(name, options, triton["image"], kubelet_args(triton, pod.volumes))
     try:
         deadline = time.monotonic() + 180
         ready = None

@@ -81,6 +81,7 @@ def test_tuning_state_belongs_to_the_tenant_uid_not_its_name() -> None:
         writer=None,  # type: ignore[arg-type]  # not used by these methods
         apply=None,  # type: ignore[arg-type]
         wake=lambda key: None,
+        admin_key=None,  # type: ignore[arg-type]
     )
     old = InferenceTenant.model_validate(tenant_body("uid-1"))
     driver.states["uid-1"] = driver.state_for("uid-1", old, {}).model_copy(

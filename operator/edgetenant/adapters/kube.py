@@ -9,6 +9,7 @@ PermanentError.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -172,6 +173,35 @@ class Kube:
             return dict(found)
 
         return await self._call(f"get InferenceTenant {namespace}/{name}", run, verb="read")
+
+    async def read_secret_data(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        """One Secret's data, decoded (None when it does not exist). The operator reads exactly one
+        Secret, its own master key (docs/security.md)."""
+
+        def run() -> dict[str, bytes] | None:
+            try:
+                secret = self.core.read_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+            return {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
+
+        return await self._call(f"get Secret {namespace}/{name}", run, verb="read")
+
+    async def create_secret(self, namespace: str, name: str, data: dict[str, bytes]) -> None:
+        """Create a Secret; ConflictError when it exists already (someone else created it first)."""
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(
+                name=name, namespace=namespace, labels={"app.kubernetes.io/part-of": "edgetenant"}
+            ),
+            type="Opaque",
+            data={key: base64.b64encode(value).decode() for key, value in data.items()},
+        )
+        await self._call(
+            f"create Secret {namespace}/{name}",
+            lambda: self.core.create_namespaced_secret(namespace, body, _request_timeout=REQUEST_TIMEOUT),
+        )
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Lease as a plain dict (None when it does not exist)."""

@@ -13,6 +13,11 @@ connections (inference included) until the load returns — seconds for a scale-
 scale-down as long as the removed instance takes to drain (under saturating load without
 dynamic batching: minutes). The gRPC frontend runs each load on a thread of its own. See
 docs/dataplane.md, "Live instance changes".
+
+The operator's Tritons answer model control (load, unload, the repository index), logging, tracing
+and shared memory only to a request that carries the tenant's admin key (``admin_key``: sent as the
+header Triton's restricted-API options name, on every call of that client). A refusal for a missing or
+wrong key is ``AccessDenied``, never a ``ModelLoadError``: it says nothing about the model's config.
 """
 
 from __future__ import annotations
@@ -29,8 +34,13 @@ import tritonclient.grpc.aio as triton_grpc
 import tritonclient.http.aio as triton_http
 from tritonclient.utils import InferenceServerException
 
-from edgetenant.errors import ModelLoadError, TransientError
+from edgetenant.errors import ModelLoadError, PermanentError, TransientError
+from edgetenant.render.access import ADMIN_HEADER, GRPC_ADMIN_HEADER
 from edgetenant.render.triton import TritonModelSpec, model_config_json
+
+
+class AccessDenied(PermanentError):
+    """Triton refused a restricted API: the request had no admin key, or the wrong one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +86,9 @@ GRPC_SCHEME = "grpc://"
 _TRANSIENT_GRPC_STATUSES = frozenset(
     {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED"}
 )
+# How Triton 2.51 words a refusal of a restricted API: "This API is restricted, expecting header
+# '<key>'" (HTTP 403) and "This protocol is restricted, expecting header '...'" (gRPC UNAVAILABLE).
+_RESTRICTED_MARKER = "is restricted, expecting header"
 
 
 def _strip_scheme(url: str) -> str:
@@ -91,6 +104,10 @@ async def _translated(action: str, url: str, *, load: bool = False) -> AsyncIter
         yield
     except InferenceServerException as exc:
         message = exc.message() if callable(getattr(exc, "message", None)) else str(exc)
+        if _RESTRICTED_MARKER in (message or ""):
+            raise AccessDenied(
+                f"{action}: Triton at {url} refused it: {message} (is the tenant's admin key current?)"
+            ) from exc
         if exc.status() in _TRANSIENT_GRPC_STATUSES:
             raise TransientError(
                 f"{action}: Triton at {url} did not answer ({exc.status()}): {message}"
@@ -122,9 +139,11 @@ class _Connection:
 class TritonAdapter(_Connection):
     """One Triton server (one pod). Use as ``async with TritonAdapter(url) as triton:``."""
 
-    def __init__(self, url: str, *, timeout_s: float = 120.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 120.0, admin_key: str | None = None) -> None:
         self.url = url if url.startswith(("http://", "https://")) else f"http://{url}"
         self._client = triton_http.InferenceServerClient(_strip_scheme(url), conn_timeout=timeout_s)
+        # Sent on restricted calls only: a key has no business in an inference request's headers.
+        self._admin = {ADMIN_HEADER: admin_key} if admin_key else None
 
     async def server_ready(self) -> bool:
         """False while the server starts or drains; TransientError when it cannot be reached."""
@@ -141,7 +160,7 @@ class TritonAdapter(_Connection):
         Over HTTP: fine before traffic arrives; for live changes use ``TritonControl``.
         """
         async with _translated(f"load model {name!r}", self.url, load=True):
-            await self._client.load_model(name, config=config)
+            await self._client.load_model(name, config=config, headers=self._admin)
 
     async def apply_spec(self, spec: TritonModelSpec) -> None:
         """Load the model with the config rendered from ``spec`` (instance count changes in place)."""
@@ -149,7 +168,7 @@ class TritonAdapter(_Connection):
 
     async def unload_model(self, name: str) -> None:
         async with _translated(f"unload model {name!r}", self.url):
-            await self._client.unload_model(name)
+            await self._client.unload_model(name, headers=self._admin)
 
     async def model_config(self, name: str) -> dict[str, Any]:
         async with _translated(f"config of {name!r}", self.url):
@@ -202,7 +221,7 @@ class TritonAdapter(_Connection):
 
     async def repository_index(self) -> list[RepositoryModel]:
         async with _translated("repository index", self.url):
-            raw = await self._client.get_model_repository_index()
+            raw = await self._client.get_model_repository_index(headers=self._admin)
         return [
             RepositoryModel(
                 name=entry["name"],
@@ -225,34 +244,39 @@ class TritonControl(_Connection):
     ``TransientError``).
     """
 
-    def __init__(self, url: str, *, timeout_s: float = 300.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 300.0, admin_key: str | None = None) -> None:
         if not url.startswith(GRPC_SCHEME):
             raise ValueError(f"{url!r}: a Triton gRPC endpoint is grpc://host:port")
         self.url = url
         self.timeout_s = timeout_s
         self._client = triton_grpc.InferenceServerClient(_strip_scheme(url))
+        self._admin = {GRPC_ADMIN_HEADER: admin_key} if admin_key else None
 
     async def load_model(self, name: str, *, config: str | None = None) -> None:
         """Load (or change live with ``config``). ModelLoadError when Triton refuses the config."""
         async with _translated(f"load model {name!r}", self.url, load=True):
-            await self._client.load_model(name, config=config, client_timeout=self.timeout_s)
+            await self._client.load_model(
+                name, config=config, headers=self._admin, client_timeout=self.timeout_s
+            )
 
     async def apply_spec(self, spec: TritonModelSpec) -> None:
         await self.load_model(spec.name, config=model_config_json(spec))
 
     async def unload_model(self, name: str) -> None:
         async with _translated(f"unload model {name!r}", self.url):
-            await self._client.unload_model(name, client_timeout=self.timeout_s)
+            await self._client.unload_model(name, headers=self._admin, client_timeout=self.timeout_s)
 
 
-async def load_model_at(url: str, name: str, *, config: str | None = None) -> None:
+async def load_model_at(
+    url: str, name: str, *, config: str | None = None, admin_key: str | None = None
+) -> None:
     """Load ``name`` on the Triton at ``url``: ``grpc://host:port`` (live changes: never stalls
     inference) or ``http://host:port`` (stalls the HTTP connections sharing its worker thread)."""
     if url.startswith(GRPC_SCHEME):
-        async with TritonControl(url) as control:
+        async with TritonControl(url, admin_key=admin_key) as control:
             await control.load_model(name, config=config)
     else:
-        async with TritonAdapter(url) as triton:
+        async with TritonAdapter(url, admin_key=admin_key) as triton:
             await triton.load_model(name, config=config)
 
 
@@ -263,11 +287,12 @@ class TritonClient:
     leaves nothing behind. The operator calls each pod by IP, never the Service.
     """
 
-    def __init__(self, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, *, timeout_s: float = 30.0, admin_key: str | None = None) -> None:
         self.timeout_s = timeout_s
+        self.admin_key = admin_key
 
     def _at(self, url: str) -> TritonAdapter:
-        return TritonAdapter(url, timeout_s=self.timeout_s)
+        return TritonAdapter(url, timeout_s=self.timeout_s, admin_key=self.admin_key)
 
     async def model_ready(self, url: str, model: str) -> tuple[bool, str]:
         """(ready, why not): the reason is Triton's own (e.g. a failed load's message)."""

@@ -408,6 +408,99 @@ class PlacementHints(ApiModel):
     )
 
 
+# A label key (an optional DNS-subdomain prefix and a name) and a label value, as the API server checks
+# them: the schema cannot constrain map keys, so a CEL rule checks every key. ('[.]', not a backslash:
+# CEL string literals refuse unknown escapes.)
+_LABEL_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
+_LABEL_KEY = rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$"
+_LABEL_VALUE = rf"^{_LABEL_NAME}?$"
+SelectorLabels: TypeAlias = dict[str, Annotated[str, StringConstraints(max_length=63, pattern=_LABEL_VALUE)]]
+
+
+class SelectorOperator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class SelectorRequirement(ApiModel):
+    """One label requirement of a selector, as in a Kubernetes LabelSelector."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            rule=f"self.key.size() <= 316 && self.key.matches('{_LABEL_KEY}')",
+            message="key must be a label key: an optional DNS prefix and '/', then a name of at most 63 "
+            "alphanumerics, '-', '_' or '.'",
+            field_path=".key",
+        ),
+        CelRule(
+            rule="(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)",
+            message="values are required with In and NotIn, and not allowed with Exists and DoesNotExist",
+            field_path=".values",
+        ),
+    )
+
+    key: str = Field(min_length=1, max_length=316, description="The label key the requirement applies to.")
+    operator: SelectorOperator = Field(description="In, NotIn, Exists or DoesNotExist.")
+    values: list[Annotated[str, StringConstraints(max_length=63, pattern=_LABEL_VALUE)]] | None = Field(
+        default=None, max_length=64, description="Label values for In and NotIn."
+    )
+
+
+class LabelSelector(ApiModel):
+    """A Kubernetes LabelSelector: every label and every requirement must match."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            rule=f"self.all(k, k.size() <= 316 && k.matches('{_LABEL_KEY}'))",
+            message="every matchLabels key must be a label key: an optional DNS prefix and '/', then a name "
+            "of at most 63 alphanumerics, '-', '_' or '.'",
+            on="matchLabels",
+        ),
+    )
+
+    match_labels: SelectorLabels = Field(
+        default_factory=dict, max_length=32, description="Labels that must all be present with these values."
+    )
+    match_expressions: list[SelectorRequirement] = Field(
+        default_factory=list, max_length=16, description="Requirements that must all hold."
+    )
+
+
+class NetworkPeer(ApiModel):
+    """Clients allowed to reach the inference ports, as a NetworkPolicy peer: pods matching `podSelector`
+    in namespaces matching `namespaceSelector` (without it: in the tenant's namespace; without
+    `podSelector`: every pod of those namespaces)."""
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            rule="has(self.namespaceSelector) || has(self.podSelector)",
+            message="a peer needs a namespaceSelector, a podSelector or both",
+        ),
+    )
+
+    namespace_selector: LabelSelector | None = Field(
+        default=None,
+        description="Namespaces whose pods may connect; an empty selector means every namespace.",
+    )
+    pod_selector: LabelSelector | None = Field(
+        default=None, description="Pods that may connect; an empty selector means every pod."
+    )
+
+
+class NetworkAccess(ApiModel):
+    """Who may reach the tenant's Triton over the network (a NetworkPolicy the operator owns)."""
+
+    allow_from: list[NetworkPeer] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Clients allowed to reach the inference ports (HTTP 8000, gRPC 8001) besides the pods of "
+        "the tenant's own namespace, which always may. Model control stays behind the tenant's admin key "
+        "whoever connects (docs/security.md).",
+    )
+
+
 class InferenceTenantSpec(ApiModel):
     """What the tenant wants: a model, where it may run, and the service it needs."""
 
@@ -458,6 +551,11 @@ class InferenceTenantSpec(ApiModel):
         le=100,
         description="Serving pods (each runs Triton with the model). Owned by the /scale subresource, so an "
         "HPA or KEDA may drive it.",
+    )
+    network: NetworkAccess = Field(
+        default_factory=NetworkAccess,
+        description="Who may reach the inference ports; the metrics port is open to the monitoring "
+        "namespace only.",
     )
 
 

@@ -1,18 +1,29 @@
-"""Kubernetes objects for one tenant: ConfigMap (Triton config), Deployment, Service. Pure.
+"""Kubernetes objects for one tenant: Secret (its admin key), ConfigMap (Triton config), NetworkPolicy,
+Service, Deployment. Pure.
 
 Every object is owned by its InferenceTenant (garbage-collected with it) and carries the same labels,
 so the operator finds a tenant's pods by `edgetenant.io/tenant=<name>`. The Triton config comes from the
-same renderer the data plane and the tuning loop use (`edgetenant.render.triton`).
+same renderer the data plane and the tuning loop use (`edgetenant.render.triton`); who may reach and
+control Triton comes from `edgetenant.render.access`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from edgetenant.api.models import GROUP, VERSION, AcceleratorClass, ConcurrencyMode, InferenceTenant
+from edgetenant.render.access import (
+    KEY_HASH_ANNOTATION,
+    NetworkSettings,
+    admin_key_env,
+    key_fingerprint,
+    render_network_policy,
+    render_secret,
+    restricted_api_args,
+)
 from edgetenant.render.triton import (
     DEFAULT_MODEL_FILENAMES,
     TritonModelSpec,
@@ -63,6 +74,7 @@ class RenderSettings:
     cpu_request: str = "250m"
     default_memory_mib: int = 512  # per model instance, without a profile or a hint
     triton_overhead_mib: int = 256  # Triton itself, before any model instance
+    network: NetworkSettings = field(default_factory=NetworkSettings)
 
 
 def served_model_name(tenant: InferenceTenant) -> str:
@@ -181,6 +193,7 @@ def render_deployment(
     spec: TritonModelSpec,
     settings: RenderSettings,
     *,
+    admin_key: str,
     surge: bool = True,
     measured_instance_mib: float | None = None,
 ) -> dict[str, Any]:
@@ -189,6 +202,9 @@ def render_deployment(
     `surge`: a rollout starts the new pod before the old one goes (make-before-break). Without a
     spare device on the target node the new pod could never be scheduled while the old one holds the
     device, so the rollout replaces it instead (`rollout.can_surge` decides).
+
+    Neither container gets a ServiceAccount token (neither talks to the API server); Triton's model
+    control, logging, tracing and shared memory answer only to `admin_key` (`render.access`).
     """
     name = str(tenant.metadata.name)
     model = served_model_name(tenant)
@@ -235,6 +251,7 @@ def render_deployment(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 30,
         "initContainers": [
             {
@@ -266,8 +283,10 @@ def render_deployment(
                     f"--metrics-port={METRICS_PORT}",
                     "--allow-metrics=true",
                     *metrics_config_args(backend.parameters),
+                    *restricted_api_args(backend.parameters),
                     "--exit-on-error=false",
                 ],
+                "env": [admin_key_env(tenant)],
                 "ports": [
                     {"name": "http", "containerPort": HTTP_PORT},
                     {"name": "grpc", "containerPort": GRPC_PORT},
@@ -312,6 +331,7 @@ def render_deployment(
                 "prometheus.io/port": str(METRICS_PORT),
                 "prometheus.io/path": "/metrics",
                 "edgetenant.io/accelerator-class": str(klass.metadata.name),
+                KEY_HASH_ANNOTATION: key_fingerprint(admin_key),
             },
         },
         "spec": pod_spec,
@@ -359,16 +379,35 @@ def render_all(
     instance_count: int,
     settings: RenderSettings,
     *,
+    admin_key: str,
     surge: bool = True,
     measured_instance_mib: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Every object the tenant needs, in apply order (config before the pods that mount it)."""
+    """Every object the tenant needs, in apply order: the Deployment last, after the key, the config and
+    the NetworkPolicy its pods need from their first moment."""
     spec = triton_spec(tenant, klass, instance_count)
+    name = str(tenant.metadata.name)
     return [
+        render_secret(tenant, _metadata(tenant, name), admin_key),
         render_config_map(tenant, spec),
+        render_network_policy(
+            tenant,
+            _metadata(tenant, name),
+            settings.network,
+            selector={TENANT_LABEL: name},
+            client_ports=(HTTP_PORT, GRPC_PORT),
+            metrics_port=METRICS_PORT,
+        ),
         render_service(tenant),
         render_deployment(
-            tenant, klass, node, spec, settings, surge=surge, measured_instance_mib=measured_instance_mib
+            tenant,
+            klass,
+            node,
+            spec,
+            settings,
+            admin_key=admin_key,
+            surge=surge,
+            measured_instance_mib=measured_instance_mib,
         ),
     ]
 
