@@ -13,7 +13,7 @@ TEST_LAB_DIR ?= $(if $(EDGETENANT_LAB_DIR),$(EDGETENANT_LAB_DIR),$(EDGETENANT_CA
 TEST_LAB_PORT_OFFSET ?= $(if $(EDGETENANT_LAB_DIR),$(or $(EDGETENANT_LAB_PORT_OFFSET),0),1000)
 TEST_LAB := EDGETENANT_LAB_DIR=$(TEST_LAB_DIR) EDGETENANT_LAB_PORT_OFFSET=$(TEST_LAB_PORT_OFFSET)
 
-.PHONY: help venv lint fmt crds lab-build dataplane-env images test test-unit test-cluster test-dataplane test-e2e test-images demo clean
+.PHONY: help venv lint fmt crds chart tools lab-build dataplane-env images test test-unit test-ops test-cluster test-dataplane test-e2e test-images demo clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -35,8 +35,16 @@ fmt: venv ## Format and auto-fix
 	.venv/bin/ruff format operator tests hack
 	.venv/bin/ruff check --fix operator tests hack
 
-crds: venv ## Regenerate crds/ from the pydantic models
+crds: venv ## Regenerate crds/ from the pydantic models (and the Helm chart's copy)
 	$(PY) -m edgetenant.api.crdgen crds
+	$(PY) hack/tools/sync_chart.py
+
+chart: crds ## Rebuild the Grafana dashboard and copy CRDs, classes, rules and dashboard into charts/edgetenant
+	$(PY) hack/tools/dashboard.py
+	$(PY) hack/tools/sync_chart.py
+
+tools: ## Build helm, promtool and kstatus from their Go modules into the cache (cold: about 5 min)
+	hack/tools/build.sh
 
 lab-build: ## Build the lab's Kubernetes binaries into the cache (cold: about 25 min)
 	hack/lab/build.sh
@@ -47,13 +55,16 @@ dataplane-env: ## Prepare the data-plane virtualenv (tritonserver, ONNX Runtime,
 images: venv ## Build the container images as OCI archives into dist/images/ (no engine; cold: about 4 min)
 	$(PY) hack/images/build.py build
 
-test: venv lab-build dataplane-env images ## Run every test tier (sets everything up first)
-	$(TEST_LAB) $(PYTEST) tests/unit tests/cluster tests/dataplane tests/e2e tests/images
+test: venv tools lab-build dataplane-env images ## Run every test tier (sets everything up first)
+	$(TEST_LAB) $(PYTEST) tests/unit tests/ops tests/cluster tests/dataplane tests/e2e tests/images
 
 test-unit: venv ## Pure unit tests (seconds)
 	$(PYTEST) tests/unit
 
-test-cluster: venv lab-build ## Tests against the real control plane
+test-ops: venv tools ## Helm chart, alert rules (promtool), Argo CD and kstatus health, dashboard build
+	$(PYTEST) tests/ops
+
+test-cluster: venv tools lab-build ## Tests against the real control plane
 	$(TEST_LAB) $(PYTEST) tests/cluster
 
 test-dataplane: venv dataplane-env ## Tests against real Triton + Prometheus

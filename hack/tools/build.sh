@@ -8,6 +8,9 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
+# The Kubernetes minor its client-go is (v0.37 for helm v3.22): what `helm lint/template` assume the
+# cluster runs unless told (--kube-version), as helm's own Makefile stamps it.
+HELM_K8S_MINOR=${HELM_K8S_MINOR:-37}
 # promtool from the same Prometheus as the lab's (hack/lab/build.sh): rules checked by the engine that runs them.
 PROMETHEUS_VERSION=${PROMETHEUS_VERSION:-v0.316.0}
 CACHE=${EDGETENANT_CACHE:-$HOME/.cache/edgetenant}
@@ -29,7 +32,7 @@ kstatus_key() {
 
 bin_dir() {
   case $1 in
-    helm) echo "$CACHE/tools/helm-$HELM_VERSION" ;;
+    helm) echo "$CACHE/tools/helm-$HELM_VERSION-k8s1.$HELM_K8S_MINOR" ;;
     promtool) echo "$CACHE/tools/promtool-$PROMETHEUS_VERSION" ;;
     kstatus) echo "$CACHE/tools/kstatus-$(kstatus_key)" ;;
     *) echo "unknown tool: $1 (helm, promtool, kstatus)" >&2; exit 2 ;;
@@ -46,9 +49,11 @@ build() {
   case $name in
     helm)
       say "go install helm $HELM_VERSION (a few minutes cold)"
-      GOBIN="$dir.partial" go install -trimpath \
-        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-        "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+      local ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" pkg
+      for pkg in pkg/lint/rules pkg/chartutil; do
+        ldflags+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$HELM_K8S_MINOR"
+      done
+      GOBIN="$dir.partial" go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
       ;;
     promtool)
       say "go install promtool $PROMETHEUS_VERSION (a few minutes cold)"
