@@ -304,6 +304,17 @@ async def config_map_event(
     _child_event(type, body, namespace, memo)
 
 
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
+async def network_policy_event(
+    type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    _child_event(type, body, namespace, memo)
+
+
+# No watch on Secrets: that would need read access to every Secret (docs/security.md). A deleted admin-key
+# Secret comes back with the tenant's next rendering change, or when a leader takes over.
+
+
 def main(argv: list[str] | None = None) -> int:
     args = run_parser().parse_args(argv)
     logging.basicConfig(
