@@ -62,4 +62,4 @@ if [ -n "$now" ]; then
   run k3s ctr -n k8s.io images list -q | grep '^ghcr.io/edgetenant/' || true
 fi
 
-echo "k3s-airgap: next, from a machine with kubectl: kubectl apply -k manifests/overlays/k3s-airgap"
+echo "k3s-airgap: next, from a machine with kubectl: kubectl apply --server-side -k crds, then kubectl apply -k manifests/overlays/k3s-airgap"
