@@ -277,12 +277,12 @@ class TuningDriver:
         if told:  # not told (a new pod, Prometheus down): look again after the shortest interval
             interval = prometheus.tuning_interval_s(scrape_s, self.settings.tune_interval_s)
             self.next_due[uid] = time.monotonic() + interval
-        key = await self.admin_key(tenant)
+        triton_key = await self.admin_key(tenant)  # not `key`: that names the tenant below
 
         async def load_model(url: str, model: str, config: str) -> None:
             from edgetenant.adapters.triton import load_model_at  # noqa: PLC0415  (tritonclient is heavy)
 
-            await load_model_at(url, model, config=config, admin_key=key)
+            await load_model_at(url, model, config=config, admin_key=triton_key)
 
         target: TuningTarget = target_for(
             model=served_model_name(tenant),
