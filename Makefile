@@ -64,7 +64,7 @@ test-unit: venv ## Pure unit tests (seconds)
 test-ops: venv tools ## Helm chart, alert rules (promtool), Argo CD and kstatus health, dashboard build
 	$(PYTEST) tests/ops
 
-test-cluster: venv tools lab-build ## Tests against the real control plane
+test-cluster: venv tools lab-build dataplane-env ## Tests against the real control plane (and a serving tenant)
 	$(TEST_LAB) $(PYTEST) tests/cluster
 
 test-dataplane: venv dataplane-env ## Tests against real Triton + Prometheus
