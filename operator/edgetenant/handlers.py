@@ -182,6 +182,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.level = logging.WARNING  # our own Events are posted by the reconciler
     settings.persistence.finalizer = "edgetenant.io/operator"  # never added: no deletion handlers
     settings.persistence.diffbase_storage = _NoChangeTracking()
+    # No scanning: kopf resolves the watched resources once, from API discovery, and takes --namespace
+    # names as given, so the operator needs no read access to CRDs or Namespaces (docs/security.md). The
+    # cost: CRDs installed after the operator starts are seen only after a restart.
+    settings.scanning.disabled = True
     settings.persistence.progress_storage = _NoProgress()
     # Every API and Triton call runs in a worker thread; the default pool (cores + 4) would make
     # hundreds of tenants queue behind a handful of threads.
