@@ -30,7 +30,7 @@ from edgetenant.api.models import GROUP, VERSION
 from edgetenant.cache import ClusterCache, tenant_key
 from edgetenant.cli import run_parser
 from edgetenant.leader import LeaderElector
-from edgetenant.metrics import serve_metrics
+from edgetenant.metrics import LEADER, serve_metrics
 from edgetenant.reconcile import Reconciler
 from edgetenant.render.kube import MANAGER, TENANT_LABEL
 from edgetenant.settings import Settings
@@ -198,6 +198,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     op = Operator(config, Kube(identity=me))
     memo["operator"] = op
     if config.standalone:
+        LEADER.set(1)  # the one operator leads (the "no leader" alert reads this)
         await op.start_leading()
     else:
         elector = LeaderElector(
