@@ -25,6 +25,7 @@ import base64
 import contextlib
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -47,6 +48,21 @@ from edgetenant.dataplane.local import find_dataplane_env  # noqa: E402
 
 log = logging.getLogger("localnode")
 ADDRESS_FLAGS = ("--http-address", "--grpc-address", "--metrics-address")
+
+
+VARIABLE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' `$(VAR)` expansion in command, args and env values: a defined variable is replaced,
+    an undefined one stays as written, and `$$` is an escaped `$`."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1), match.group(0))
+
+    return VARIABLE.sub(replace, text)
 
 
 @dataclass
@@ -137,9 +153,11 @@ class LocalNode:
                     return prefix + str(host) + path[len(container_path) :]
         return value
 
-    def _argv(self, container: Any, mounts: list[tuple[str, Path]], ip: str) -> list[str]:
+    def _argv(
+        self, container: Any, mounts: list[tuple[str, Path]], ip: str, env: dict[str, str]
+    ) -> list[str]:
         argv = [*(container.command or []), *(container.args or [])]
-        argv = [self._map_path(a, mounts) for a in argv]
+        argv = [self._map_path(expand(a, env), mounts) for a in argv]
         program = argv[0] if argv else ""
         if program in {"python", "python3"}:
             return [sys.executable, *argv[1:]]
@@ -150,8 +168,35 @@ class LocalNode:
             return [str(self.dataplane.tritonserver), *rest, *binds, *backend]
         return argv
 
-    def _env(self, container: Any, program: str) -> dict[str, str]:
-        values = {e.name: e.value for e in container.env or [] if e.value is not None}
+    def _declared_env(self, namespace: str, container: Any) -> dict[str, str]:
+        """The container's env as the kubelet resolves it: values (with `$(VAR)` expanded from those
+        before them) and keys of Secrets and ConfigMaps; an optional key that is missing is left out."""
+        values: dict[str, str] = {}
+        for entry in container.env or []:
+            if entry.value is not None:
+                values[entry.name] = expand(entry.value, values)
+                continue
+            source = entry.value_from
+            ref = source and (source.secret_key_ref or source.config_map_key_ref)
+            if ref is None:
+                continue
+            try:
+                if source.secret_key_ref is not None:
+                    data = self.api.read_namespaced_secret(ref.name, namespace).data or {}
+                    value = base64.b64decode(data[ref.key]).decode() if ref.key in data else None
+                else:
+                    value = (self.api.read_namespaced_config_map(ref.name, namespace).data or {}).get(ref.key)
+            except client.ApiException as exc:
+                if exc.status != 404 or not ref.optional:
+                    raise
+                value = None
+            if value is None and not ref.optional:
+                raise KeyError(f"{ref.name} has no key {ref.key}")
+            if value is not None:
+                values[entry.name] = value
+        return values
+
+    def _env(self, values: dict[str, str], program: str) -> dict[str, str]:
         if Path(program).name == "tritonserver":
             return {**self.dataplane.process_env(), **values}
         pythonpath = os.pathsep.join(filter(None, [str(REPO / "operator"), os.environ.get("PYTHONPATH")]))
@@ -174,18 +219,20 @@ class LocalNode:
         run.root.mkdir(parents=True, exist_ok=True)
         for spec in pod.spec.containers:
             mounts = self._mounts(pod, run, spec)
-            argv = self._argv(spec, mounts, run.ip)
+            declared = self._declared_env(run.namespace, spec)
+            argv = self._argv(spec, mounts, run.ip, declared)
             run.containers.append(
-                Container(spec.name, argv, self._env(spec, argv[0]), run.root / f"{spec.name}.log")
+                Container(spec.name, argv, self._env(declared, argv[0]), run.root / f"{spec.name}.log")
             )
         # Init containers run to completion, in order, before any main container starts.
         for spec in pod.spec.init_containers or []:
             mounts = self._mounts(pod, run, spec)
-            argv = self._argv(spec, mounts, run.ip)
+            declared = self._declared_env(run.namespace, spec)
+            argv = self._argv(spec, mounts, run.ip, declared)
             with (run.root / f"init-{spec.name}.log").open("ab") as out:
                 result = subprocess.run(
                     argv,
-                    env=self._env(spec, argv[0]),
+                    env=self._env(declared, argv[0]),
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     timeout=600,

@@ -58,11 +58,16 @@ def condition(lab: Lab, namespace: str, name: str, kind: str) -> dict[str, Any] 
 def wait_placed(
     lab: Lab, namespace: str, name: str, status: str = "True", timeout: float = 60
 ) -> dict[str, Any]:
-    return wait_for(
-        f"{namespace}/{name} Placed={status}",
-        lambda: (c := condition(lab, namespace, name, "Placed")) and c["status"] == status and c,
-        timeout=timeout,
-    )
+    seen: list[Any] = [None]
+
+    def placed() -> Any:
+        seen[0] = condition(lab, namespace, name, "Placed")
+        return seen[0] and seen[0]["status"] == status and seen[0]
+
+    try:
+        return wait_for(f"{namespace}/{name} Placed={status}", placed, timeout=timeout)
+    except AssertionError as timed_out:  # say why it is not placed, not just that it is not
+        raise AssertionError(f"{timed_out}; the Placed condition: {seen[0]}") from None
 
 
 def written(obj: dict[str, Any]) -> tuple[Any, Any]:
