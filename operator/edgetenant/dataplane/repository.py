@@ -3,7 +3,8 @@
 Used by the model fetcher (init container), the tests, the profiler and the local lab. A
 spec on the Python backend (``render.triton.SHIM_BACKEND``) gets the shim for its format
 copied in as ``<version>/model.py``: the shims are self-contained files, so the Triton
-image needs no edgetenant package, only ONNX Runtime (or tflite-runtime) and numpy<2.
+image needs no edgetenant package, only its runtime (ONNX Runtime, OpenVINO or tflite-runtime)
+and numpy<2. OpenVINO IR's weights (the ``.bin`` beside the ``.xml``) travel with the model.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from edgetenant.render import triton
 SHIM_SOURCES: dict[str, Path] = {
     "onnx": Path(__file__).with_name("onnx_model.py"),
     "tflite": Path(__file__).with_name("tflite_model.py"),
+    "openvino": Path(__file__).with_name("openvino_model.py"),
 }
+# Files a format keeps beside its model file, named like it.
+COMPANION_SUFFIXES: dict[str, tuple[str, ...]] = {"openvino": (".bin",)}
 
 
 def model_filename(spec: triton.TritonModelSpec) -> str:
@@ -68,7 +72,10 @@ def write_model(
     version_dir = model_dir / str(version)
     version_dir.mkdir(parents=True, exist_ok=True)
     if model_file is not None:
-        place_file(model_file, version_dir / model_filename(spec))
+        target = version_dir / model_filename(spec)
+        for suffix in COMPANION_SUFFIXES.get(spec.format, ()):
+            place_file(model_file.with_suffix(suffix), target.with_suffix(suffix))
+        place_file(model_file, target)
     install_shim(spec, version_dir)
     write_text_atomic(model_dir / "config.pbtxt", triton.render_model_config(spec))
     return model_dir

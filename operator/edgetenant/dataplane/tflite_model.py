@@ -11,7 +11,10 @@ in Triton's Python-backend stub with ``tflite-runtime`` and numpy<2. Config it r
   model holds an ``edgetpu-custom-op`` no CPU can execute, so a fallback needs the plain model.
 - ``parameters.model_filename``: the model file (default ``model.tflite``).
 
-Each Triton instance builds its own interpreter (instance count = concurrent executions).
+Each Triton instance builds its own interpreter (instance count = concurrent executions), says in
+one log line whether it runs on the EdgeTPU delegate or the CPU, and publishes the same as the gauge
+``edgetenant_shim_device_info`` (``device="EdgeTPU"`` or ``"CPU"``) on Triton's metrics endpoint, as
+the OpenVINO shim does.
 """
 
 from __future__ import annotations
@@ -37,6 +40,24 @@ NUMPY_TO_TRITON = {
     "int64": "TYPE_INT64",
     "bool": "TYPE_BOOL",
 }
+
+
+DEVICE_METRIC = "edgetenant_shim_device_info"
+
+
+def publish_device_info(pb_utils: Any, labels: dict[str, str]) -> tuple[Any, str | None]:
+    """A gauge (1 per instance) saying what the instance runs on: (handle to keep, why not)."""
+    try:
+        family = pb_utils.MetricFamily(
+            name=DEVICE_METRIC,
+            description="The device an edgetenant shim instance runs on (1 per instance)",
+            kind=pb_utils.MetricFamily.GAUGE,
+        )
+        metric = family.Metric(labels=labels)
+        metric.set(1)
+    except Exception as exc:  # Triton < 2.32 has no custom metrics; metrics may be off
+        return None, str(exc)
+    return (family, metric), None
 
 
 @dataclass(frozen=True)
@@ -129,8 +150,9 @@ class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         import platform  # noqa: PLC0415
 
+        import tflite_runtime  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
         import triton_python_backend_utils as pb_utils  # noqa: PLC0415  (only inside Triton)
-        from tflite_runtime import interpreter as tflite  # type: ignore[import-not-found]  # noqa: PLC0415
+        from tflite_runtime import interpreter as tflite  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
 
         self.pb_utils = pb_utils
         self.config = json.loads(args["model_config"])
@@ -170,6 +192,21 @@ class TritonPythonModel:
         self.inputs = self.interpreter.get_input_details()
         self.outputs = self.interpreter.get_output_details()
         self.batching = int(self.config.get("max_batch_size", 0)) > 0
+        self.device_metric, metric_problem = publish_device_info(
+            pb_utils,
+            {
+                "model": self.name,
+                "version": args["model_version"],
+                "instance": args.get("model_instance_name", ""),
+                "runtime": f"tflite-runtime {getattr(tflite_runtime, '__version__', '?')}",
+                "requested": _parameter(self.config, "edgetpu") or "auto",
+                "device": "EdgeTPU" if choice.on_edgetpu else "CPU",
+            },
+        )
+        if metric_problem:
+            pb_utils.Logger.log_warn(
+                f"edgetenant tflite shim: {self.name}: no device metric: {metric_problem}"
+            )
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         for detail in self.inputs:
@@ -206,3 +243,4 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self.interpreter = None
+        self.device_metric = None

@@ -4,7 +4,8 @@ Graphs follow the published architectures (see ``models.py``); weights are rando
 none can be downloaded here and throughput does not depend on their values. Every model
 takes ``input`` (NCHW float32, batch axis dynamic) and returns ``logits`` (batch x 1000).
 Built models are cached under ``$EDGETENANT_CACHE/zoo/v<ZOO_VERSION>/<name>.onnx``
-(default ``~/.cache/edgetenant``) with a ``<name>.json`` sidecar of ``ModelInfo``.
+(default ``~/.cache/edgetenant``) with a ``<name>.json`` sidecar of ``ModelInfo``; the OpenVINO IR
+(``<name>.xml`` + ``.bin``) and TFLite (``<name>.tflite``) exports sit beside them (``export.py``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ ZOO_VERSION = 1
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 CLASSES = 1000
+# The formats the zoo serves: its own ONNX and what export.py converts it to.
+FORMATS = ("onnx", "openvino", "tflite")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +136,18 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp.name, path)
 
 
-def ensure_model(name: str, *, cache_dir: Path | None = None) -> Path:
-    """Path to ``<name>.onnx`` in the cache, building it first if it is not there."""
+def ensure_model(name: str, *, cache_dir: Path | None = None, format: str = "onnx") -> Path:
+    """Path to the model in the cache (``<name>.onnx``, ``.xml`` or ``.tflite``), building it first
+    if it is not there. The IR's weights are the ``.bin`` beside its ``.xml``."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown zoo format {format!r}; known: {', '.join(FORMATS)}")
     directory = cache_dir or zoo_cache_dir()
     path = directory / f"{name}.onnx"
     sidecar = directory / f"{name}.json"
+    if format != "onnx":
+        from edgetenant.zoo import export  # noqa: PLC0415  (converters load only when asked for)
+
+        return export.ensure_converted(ensure_model(name, cache_dir=directory), format)
     if path.is_file() and sidecar.is_file():
         return path
     model, info = build_model(name)
