@@ -39,6 +39,9 @@ from edgetenant.profiling.sweep import SweepPoint, settled_memory_mib
 from edgetenant.render.triton import SHIM_BACKEND, TritonModelSpec
 
 HERE = Path(__file__).resolve().parent
+# NB: before onnxruntime is first imported (lazily, below): ORT 1.32's Linux wheel posts telemetry to
+# Microsoft without it (tests/conftest.py says more). The matmul child inherits it.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 
 def matmul_peak_gflops(threads: int, *, size: int = 1024, seconds: float = 3.0) -> dict[str, float]:
