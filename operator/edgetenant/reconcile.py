@@ -31,7 +31,7 @@ from edgetenant.adapters.kube import Kube
 from edgetenant.adapters.triton import TritonAdapter
 from edgetenant.admin_keys import AdminKeys
 from edgetenant.api.models import AcceleratorClass, ConcurrencyMode, InferenceTenant
-from edgetenant.cache import ClusterCache, fingerprint, placement_fingerprint
+from edgetenant.cache import ClusterCache, fingerprint, placement_fingerprint, tenant_key
 from edgetenant.errors import EdgeTenantError, PermanentError
 from edgetenant.metrics import (
     MOVES,
@@ -53,6 +53,7 @@ from edgetenant.render.kube import (
     RenderSettings,
     deployment_template_hash,
     endpoint,
+    name_problem,
     render_all,
 )
 from edgetenant.rollout import DeviceUse, can_surge, pod_device_uses
@@ -73,6 +74,9 @@ class PassContext:
     planned: tuple[DeviceUse, ...]
     running: tuple[DeviceUse, ...]
     warnings: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The tenant specs the plan was made from, as (uid, generation): a tenant deleted and created again
+    # starts at generation 1 again (None: do not check, for a hand-made context).
+    specs: Mapping[str, tuple[str, int]] | None = None
 
 
 def backoff_s(failures: int, *, base_s: float = 1.0, cap_s: float = MAX_BACKOFF_S) -> float:
@@ -104,6 +108,7 @@ class Reconciler:
         self.dirty_all = True
         self.plan: Plan | None = None
         self._plan_fingerprint = ""
+        self.planned_specs: dict[str, tuple[str, int]] = {}  # tenant key -> (uid, generation) last planned
         self.applied: dict[str, str] = {}  # tenant key -> fingerprint of what was last applied
         self.render_settings = RenderSettings(
             fetcher_image=settings.fetcher_image,
@@ -149,6 +154,18 @@ class Reconciler:
         """The plan for the cache as it is now. The inputs are taken here, on the event loop; parsing
         and solving run in a thread over objects nobody mutates."""
         inputs = self.cache.placement_inputs(now)
+        self.planned_specs = {
+            tenant_key(obj): (str(obj["metadata"].get("uid")), int(obj["metadata"].get("generation") or 0))
+            for obj in inputs
+            if obj.get("kind") == "InferenceTenant"
+        }
+        # A tenant whose name cannot name its children is never applied (spec_problem): it must not
+        # hold a device in the plan either.
+        inputs = [
+            obj
+            for obj in inputs
+            if obj.get("kind") != "InferenceTenant" or not name_problem(str(obj["metadata"].get("name", "")))
+        ]
         plan = await asyncio.to_thread(self._solve_if_changed, inputs, now)
         self.plan = plan
         return plan
@@ -262,13 +279,16 @@ class Reconciler:
             placements={p.tenant: p for p in plan.placements},
             unplaced={u.tenant: u for u in plan.unplaced},
             warnings=plan.tenant_warnings,
+            specs=dict(self.planned_specs),
             planned=tuple(planned),
             running=tuple(pod_device_uses({key: pods.values() for key, pods in self.cache.pods.items()})),
         )
 
     # --- one tenant -----------------------------------------------------------------------------------
     def spec_problem(self, tenant: InferenceTenant) -> str | None:
-        """Invalid in ways the schema cannot see: classes that do not exist."""
+        """Invalid in ways the schema cannot see: a name no Service can have, classes that do not exist."""
+        if problem := name_problem(str(tenant.metadata.name)):
+            return problem
         unknown = [name for name in tenant.spec.accelerator_classes if name not in self.cache.classes]
         if unknown:
             known = ", ".join(sorted(self.cache.classes)) or "none"
@@ -304,6 +324,13 @@ class Reconciler:
         except pydantic.ValidationError as error:
             # The schema should have refused it; say so instead of crashing the pass.
             raise PermanentError(f"{key} does not parse: {error.errors()[:2]}") from error
+        planned_for = (str(tenant.metadata.uid), int(tenant.metadata.generation or 0))
+        if context.specs is not None and context.specs.get(key) != planned_for:
+            # NB: the spec changed (or the tenant appeared) after this pass's plan was made: its
+            # placement may not fit this spec (another format, selector, class list), and "not in the
+            # plan" is not "unplaceable". The change woke the loop; the next pass plans this spec.
+            self.dirty_keys.add(key)
+            return
         placement = context.placements.get(key)
         unplaced = context.unplaced.get(key)
         problem = self.spec_problem(tenant)

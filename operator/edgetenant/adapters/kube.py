@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar, cast
@@ -32,6 +34,26 @@ FIELD_MANAGER: Final = "edgetenant"
 REQUEST_TIMEOUT: Final = (5.0, 30.0)
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# NB: the API server reads a server-side apply body as YAML. json.dumps writes a character beyond the
+# BMP (an emoji in a tenant's model URI, which the fetcher's argument carries into the Deployment) as a
+# UTF-16 surrogate pair, "\ud83d\ude00", which YAML refuses ("invalid Unicode character escape code"):
+# that tenant's Deployment could never be applied. YAML's escape for it is "\U0001f600". The first
+# alternative consumes escaped backslashes, so a literal "\\ud83d" in the data is left alone.
+_JSON_ESCAPES: Final = re.compile(r"\\\\|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+
+
+def apply_body(obj: dict[str, Any]) -> str:
+    """`obj` as JSON that a YAML parser reads back unchanged: all ASCII, and every character beyond
+    the BMP as YAML's 8-digit escape instead of JSON's surrogate pair."""
+
+    def escape(match: re.Match[str]) -> str:
+        if match.group(1) is None:
+            return match.group(0)
+        high, low = int(match.group(1), 16), int(match.group(2), 16)
+        return f"\\U{0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00):08x}"
+
+    return _JSON_ESCAPES.sub(escape, json.dumps(obj))
 
 
 def load_config(kubeconfig: str | None = None) -> None:
@@ -111,10 +133,12 @@ class Kube:
 
         def run() -> dict[str, Any]:
             resource = self.dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
-            result = resource.server_side_apply(
-                body=obj,
-                name=meta["name"],
-                namespace=meta.get("namespace"),
+            # What resource.server_side_apply does, with the body serialised by apply_body.
+            result = self.dynamic.request(
+                "patch",
+                resource.path(name=meta["name"], namespace=meta.get("namespace")),
+                body=apply_body(obj),
+                content_type="application/apply-patch+yaml",
                 field_manager=FIELD_MANAGER,
                 force_conflicts=True,
                 _request_timeout=REQUEST_TIMEOUT,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -75,6 +76,23 @@ class RenderSettings:
     default_memory_mib: int = 512  # per model instance, without a profile or a hint
     triton_overhead_mib: int = 256  # Triton itself, before any model instance
     network: NetworkSettings = field(default_factory=NetworkSettings)
+
+
+# The tenant's name is its Service's name, an RFC 1035 label, and a label value on every child. The API
+# server accepts any DNS subdomain for the tenant itself (dots, a leading digit, up to 253 characters),
+# and a child it would then refuse must not be attempted on every pass.
+SERVICE_NAME: Final = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def name_problem(name: str) -> str | None:
+    """Why a tenant of this name cannot have children, or None when it can."""
+    if SERVICE_NAME.fullmatch(name):
+        return None
+    shown = name if len(name) <= 70 else f"{name[:60]}... ({len(name)} characters)"
+    return (
+        f"the name {shown!r} cannot name the tenant's Service: use at most 63 lowercase letters, "
+        "digits and '-', starting with a letter and ending with a letter or digit (an RFC 1035 label)"
+    )
 
 
 def served_model_name(tenant: InferenceTenant) -> str:
