@@ -11,6 +11,9 @@ EDGETENANT_CACHE ?= $(HOME)/.cache/edgetenant
 # EDGETENANT_LAB_PORT_OFFSET) to run them in a lab of your choice.
 TEST_LAB_DIR ?= $(if $(EDGETENANT_LAB_DIR),$(EDGETENANT_LAB_DIR),$(EDGETENANT_CACHE)/lab-test)
 TEST_LAB_PORT_OFFSET ?= $(if $(EDGETENANT_LAB_DIR),$(or $(EDGETENANT_LAB_PORT_OFFSET),0),1000)
+# ONNX Runtime (1.2x+) sends usage telemetry unless this is set before it is first imported, and
+# OpenVINO asks Google Analytics; nothing here may leave this machine (tests/conftest.py sets both too).
+export ORT_DISABLE_TELEMETRY := 1
 TEST_LAB := EDGETENANT_LAB_DIR=$(TEST_LAB_DIR) EDGETENANT_LAB_PORT_OFFSET=$(TEST_LAB_PORT_OFFSET)
 
 .PHONY: help venv lint fmt crds chart tools lab-build dataplane-env images test test-unit test-ops test-cluster test-dataplane test-e2e test-images demo clean

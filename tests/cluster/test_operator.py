@@ -208,7 +208,9 @@ def test_deleting_a_node_moves_its_tenants(lab: Lab, operator: OperatorProcess, 
     names = [f"{site}-a", f"{site}-b"]
     for name in names:
         labels = {"kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux", "edgetenant.io/site": site}
-        lab.add_node(name, labels, {"cpu": "4", "memory": "8Gi", "pods": "110"})
+        # The lab's x86-cpu class counts its device plugin's slots (edgetenant.io/cpu-slot), like edge-local.
+        capacity = {"cpu": "4", "memory": "8Gi", "pods": "110", "edgetenant.io/cpu-slot": "4"}
+        lab.add_node(name, labels, capacity)
     try:
         lab.apply(
             tenant(
