@@ -8,8 +8,9 @@ URIs: ``file:///path`` or a plain path (node-local), ``pvc://<claim>/<path>`` (a
 at ``<pvc-root>/<claim>``, default ``/pvc``), ``http://`` and ``https://`` (retried with
 backoff). ``oci://`` is refused with an explanation. The file is streamed to a temporary
 name beside the target, checked against ``--sha256`` when given, and renamed into place, so
-Triton never sees half a model. With ``--backend python`` the Python-backend shim for the
-format is copied beside it as ``model.py``.
+Triton never sees half a model. OpenVINO IR is two files: the weights (``.bin``, named like the
+``.xml``) are fetched first from the same place. With ``--backend python`` the Python-backend
+shim for the format is copied beside it as ``model.py``.
 
 Hostile or broken sources are bounded: a model larger than ``--max-bytes`` (default 8 GiB) is
 refused, before the download when Content-Length announces it and as soon as the stream passes
@@ -48,7 +49,9 @@ DEFAULT_FILENAMES = {
     "tflite": "model.tflite",
     "openvino": "model.xml",
 }
-SHIMS = {"onnx": "onnx_model.py", "tflite": "tflite_model.py"}
+SHIMS = {"onnx": "onnx_model.py", "tflite": "tflite_model.py", "openvino": "openvino_model.py"}
+# Files a format keeps beside its main file, named like it: OpenVINO IR's weights.
+COMPANIONS = {"openvino": (".xml", ".bin")}
 TERMINATION_LOG = Path("/dev/termination-log")
 
 
@@ -218,6 +221,20 @@ def fetch(
     return digest
 
 
+def companion_uri(uri: str, model_format: str) -> str | None:
+    """The URI of the file a format keeps beside the model (the IR's ``.bin``), or None."""
+    if model_format not in COMPANIONS:
+        return None
+    main_suffix, companion = COMPANIONS[model_format]
+    parsed = urllib.parse.urlparse(uri)
+    if not parsed.path.endswith(main_suffix):
+        raise FetchError(
+            f"{redact(uri)}: format {model_format} is OpenVINO IR, a {main_suffix} file with its {companion} "
+            f"beside it; this URI does not name a {main_suffix} (an ONNX file is format onnx)"
+        )
+    return urllib.parse.urlunparse(parsed._replace(path=parsed.path[: -len(main_suffix)] + companion))
+
+
 def install_shim(model_format: str, version_dir: Path) -> Path:
     """Copy the Python-backend shim for ``model_format`` to ``version_dir/model.py``."""
     try:
@@ -261,6 +278,18 @@ def main(argv: list[str] | None = None) -> int:
             dest = args.dest
             model_format = model_format or FORMAT_BY_SUFFIX.get(dest.suffix)
         started = time.monotonic()
+        companion = companion_uri(args.uri, model_format or "")
+        if companion is not None:  # first, so the model file never stands without it
+            weights = dest.with_suffix(COMPANIONS[model_format][1])
+            fetch(
+                companion,
+                weights,
+                pvc_root=args.pvc_root,
+                timeout=args.timeout,
+                retries=args.retries,
+                max_bytes=args.max_bytes,
+            )
+            print(f"fetched {redact(companion)} -> {weights} ({weights.stat().st_size} bytes)")
         digest = fetch(
             args.uri,
             dest,
