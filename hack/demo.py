@@ -2,8 +2,10 @@
 
 1. Set-up: the lab (builds the Kubernetes binaries on the first run), the CRDs, classes and operator.
 2. The research-like scenario (hack/demo/scenario.yaml) is applied; the operator places every tenant.
-3. Real load goes to the two tenants on edge-local (this machine's real Triton); the operator tunes
-   their concurrency from Prometheus while a live table shows placement, concurrency, throughput, p95.
+3. Real load goes to the tenants on edge-local (this machine's real Triton): two on ONNX Runtime and,
+   as lab stand-ins for an NCS2 and an EdgeTPU, one on OpenVINO and one on TFLite (hack/demo/standins.yaml);
+   the operator tunes their concurrency from Prometheus while a live table shows placement,
+   concurrency, throughput, p95.
 4. The world changes: a Jetson goes away (its tenants are re-placed), load doubles on one tenant.
 5. A summary, a plot (out/demo/demo.png), and how to explore and stop the lab.
 """
@@ -26,6 +28,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import yaml
 from matplotlib.ticker import MaxNLocator
 from rich.console import Console
 from rich.live import Live
@@ -40,6 +43,8 @@ from tests.lab import Lab, OperatorProcess, install, wait_for  # noqa: E402
 
 NAMESPACE = "edge-demo"
 LOCAL = ("mobilenet-v2-local", "resnet18-local")
+# Stand-in tenants (hack/demo/standins.yaml) -> the zoo export each serves.
+STANDINS = {"mobilenet-v2-ncs2-standin": "openvino", "mobilenet-v2-edgetpu-standin": "tflite"}
 LOST_NODE = "jetson-nano-1"
 console = Console(highlight=False, width=max(150, Console().width))
 
@@ -60,7 +65,10 @@ class DemoRun:
     started: float = field(default_factory=time.monotonic)
     samples: list[Sample] = field(default_factory=list)
     marks: list[tuple[float, str]] = field(default_factory=list)
-    clients: dict[str, int] = field(default_factory=lambda: {"mobilenet-v2-local": 4, "resnet18-local": 2})
+    local: list[str] = field(default_factory=lambda: list(LOCAL))  # the tenants on edge-local
+    clients: dict[str, int] = field(
+        default_factory=lambda: {"mobilenet-v2-local": 4, "resnet18-local": 2} | dict.fromkeys(STANDINS, 2)
+    )
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -150,13 +158,13 @@ async def load_phase(run: DemoRun, phase: str, seconds: float, live: Live) -> No
             concurrency = int(((item.get("status") or {}).get("concurrency") or {}).get("current") or 0)
             run.samples.append(Sample(run.elapsed(), tenant, result.throughput, result.p95_ms, concurrency))
 
-        await asyncio.gather(*(window(t) for t in LOCAL))
+        await asyncio.gather(*(window(t) for t in run.local))
         live.update(await asyncio.to_thread(run.table, phase))
 
 
 def plot(run: DemoRun, path: Path) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
-    for offset, tenant in enumerate(LOCAL):
+    for offset, tenant in enumerate(run.local):
         points = [s for s in run.samples if s.tenant == tenant]
         if not points:
             continue
@@ -181,6 +189,36 @@ def plot(run: DemoRun, path: Path) -> None:
     top.set_title("edgetenant demo: live concurrency tuning on edge-local (real Triton, real Prometheus)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def apply_standins(lab: Lab) -> list[str]:
+    """The stand-in tenants whose model this machine can export (OpenVINO's converter installs with the
+    zoo extra; TFLite's needs Python 3.12+, see hack/zoo/): applied, and named. Any other is said and
+    left out."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # before the converters load ONNX Runtime
+    from edgetenant import zoo  # noqa: PLC0415  (the converters load only here)
+    from edgetenant.zoo.export import ConverterUnavailable  # noqa: PLC0415
+
+    documents = {
+        d["metadata"]["name"]: d
+        for d in yaml.safe_load_all((REPO / "hack" / "demo" / "standins.yaml").read_text())
+        if d
+    }
+    applied = []
+    for tenant, model_format in STANDINS.items():
+        try:
+            with console.status(f"  exporting the zoo's mobilenet_v2 to {model_format} for {tenant}"):
+                zoo.ensure_model("mobilenet_v2", format=model_format)
+        except ConverterUnavailable as why:
+            console.print(f"  [yellow]{tenant} left out: {why}[/]")
+            continue
+        lab.apply(documents[tenant])
+        applied.append(tenant)
+    if applied:
+        console.print(
+            f"  stand-ins on edge-local (this CPU, not the devices they play): {', '.join(applied)}"
+        )
+    return applied
 
 
 def restore_topology(lab: Lab) -> None:
@@ -239,18 +277,19 @@ def run_demo(args: argparse.Namespace) -> int:
     console.print("Step 3/5: the scenario: 7 image-classification tenants (hack/demo/scenario.yaml)")
     lab.kubectl("apply", "-f", str(REPO / "hack" / "demo" / "scenario.yaml"))
     run = DemoRun(lab, out)
+    run.local += apply_standins(lab)
     run.marks.append((0.0, "scenario applied"))
     with Live(run.table("placing"), console=console, refresh_per_second=2) as live:
 
         def local_ready() -> bool:
             live.update(run.table("placing and loading models"))
-            return all(pod_ip(lab, t) for t in LOCAL) and all(
+            return all(pod_ip(lab, t) for t in run.local) and all(
                 any(
                     c["type"] == "Ready" and c["status"] == "True"
                     for c in (i.get("status") or {}).get("conditions", [])
                 )
                 for i in run.tenants()
-                if i["metadata"]["name"] in LOCAL
+                if i["metadata"]["name"] in run.local
             )
 
         wait_for(
@@ -300,7 +339,7 @@ def run_demo(args: argparse.Namespace) -> int:
             ready.get("message") or "",
         )
     console.print(summary)
-    for tenant in LOCAL:
+    for tenant in run.local:
         points = [s for s in run.samples if s.tenant == tenant]
         if points:
             first, best = points[0], max(points, key=lambda s: s.client_throughput)
