@@ -335,6 +335,28 @@ CASES: list[BadCase] = [
         tenant("tol-effect", {"placement": {"tolerations": [{"key": "gpu", "effect": "NoRun"}]}}),
         ("spec.placement.tolerations[0].effect: Unsupported value", '"NoRun"'),
     ),
+    # The pod's own toleration rules: the API server would refuse the Deployment rendered from these.
+    BadCase(
+        "toleration-seconds-without-no-execute",
+        tenant(
+            "tol-seconds",
+            {"placement": {"tolerations": [{"key": "gpu", "value": "x", "tolerationSeconds": 30}]}},
+        ),
+        (
+            "spec.placement.tolerations[0].effect",
+            "a toleration with tolerationSeconds must have effect NoExecute",
+        ),
+    ),
+    BadCase(
+        "toleration-key-not-a-label-key",
+        tenant("tol-key", {"placement": {"tolerations": [{"key": "gpu type", "operator": "Exists"}]}}),
+        ("spec.placement.tolerations[0].key", "a toleration's key must be a label key"),
+    ),
+    BadCase(
+        "toleration-value-not-a-label-value",
+        tenant("tol-value", {"placement": {"tolerations": [{"key": "gpu", "value": "jetson nano"}]}}),
+        ("spec.placement.tolerations[0].value", "should match"),
+    ),
     # --- unknown fields and structure -------------------------------------------------------
     BadCase(
         "unknown-spec-field",

@@ -50,6 +50,19 @@ class ClusterCache:
             return
         self.tenants[key] = body
 
+    def drop_tenant(self, key: str, body: dict[str, Any]) -> bool:
+        """A DELETED event: forget the tenant, unless what is cached is another incarnation under the same
+        name (a different UID). NB: kopf serialises events per object UID, not per name, so the old
+        incarnation's DELETED can arrive after the new one's ADDED; dropping it then would lose the new
+        tenant until its next event. Returns whether the tenant was dropped."""
+        cached = self.tenants.get(key)
+        if cached is None:
+            return False
+        if cached["metadata"].get("uid") != body["metadata"].get("uid"):
+            return False
+        del self.tenants[key]
+        return True
+
     def put_pod(self, pod: dict[str, Any], deleted: bool) -> str | None:
         """Record a pod event; returns the key of the tenant it serves (None if it serves none)."""
         meta = pod["metadata"]

@@ -265,8 +265,8 @@ async def tenant_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) ->
     op = _operator(memo)
     key = tenant_key(dict(body))
     if type == "DELETED":
-        op.cache.tenants.pop(key, None)
-        op.forget(key)
+        if op.cache.drop_tenant(key, _plain(body)):  # not when a new incarnation holds the name
+            op.forget(key)
     else:
         op.cache.put_tenant(key, _plain(body))
     op.trigger(key)

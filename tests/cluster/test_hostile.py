@@ -149,7 +149,11 @@ toleration = st.one_of(
     ),
     st.fixed_dictionaries(
         {"key": label_key, "operator": st.just("Equal"), "value": label_value},
-        optional={"effect": st.just("NoExecute"), "tolerationSeconds": st.sampled_from((0, 1, 2**62))},
+        optional={"effect": st.sampled_from(["NoSchedule", "PreferNoSchedule", "NoExecute"])},
+    ),
+    st.fixed_dictionaries(
+        {"key": label_key, "value": label_value, "effect": st.just("NoExecute")},
+        optional={"tolerationSeconds": st.sampled_from((0, 1, 2**62))},
     ),
 )
 MODEL_NAMES = ("m", "M", "0", "x" * 63, "a.b_c-d", "model.onnx", "Z9")
@@ -449,21 +453,30 @@ def test_hostile_tenants_leave_the_operator_truthful_and_everyone_else_alone(
         return list(custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"])
 
     def caught_up() -> list[str]:
-        behind = [
-            t["metadata"]["name"]
-            for t in tenants()
-            if (t.get("status") or {}).get("observedGeneration") != t["metadata"]["generation"]
-            or not any(c["type"] == "Placed" for c in t["status"].get("conditions", []))
-        ]
+        """Who is behind, and how: name, generation, the generation its status is for, its conditions."""
+        behind = []
+        for t in tenants():
+            status = t.get("status") or {}
+            conditions = {c["type"]: (c["status"], c["reason"]) for c in status.get("conditions", [])}
+            if status.get("observedGeneration") != t["metadata"]["generation"] or "Placed" not in conditions:
+                meta = t["metadata"]
+                behind.append(
+                    f"{meta['name']} {meta['uid']} generation {meta['generation']}, "
+                    f"status for {status.get('observedGeneration')}: {conditions}"
+                )
         return behind
 
     settle_started = time.monotonic()
-    wait_for(
-        "every tenant's newest generation to be observed",
-        lambda: not caught_up() or None,
-        timeout=300,
-        interval=2,
-    )
+    lagging: list[list[str]] = [[]]
+
+    def settled() -> bool:
+        lagging[0] = caught_up()
+        return not lagging[0]
+
+    try:
+        wait_for("every tenant's newest generation to be observed", settled, timeout=300, interval=2)
+    except AssertionError as error:
+        raise AssertionError(f"{error}: behind: {lagging[0]}\n{operator.log_tail(6000)}") from None
     settle_s = time.monotonic() - settle_started
 
     # Settled means quiet: over three resync periods of an unchanged cluster, no new plan and no write

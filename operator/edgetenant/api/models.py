@@ -184,6 +184,14 @@ class ObjectMeta(BaseModel):
     owner_references: list[dict[str, Any]] = Field(default_factory=list, description="Owner references.")
 
 
+# A label key (an optional DNS-subdomain prefix and a name) and a label value, as the API server checks
+# them: the schema cannot constrain map keys, so a CEL rule checks every key. ('[.]', not a backslash:
+# CEL string literals refuse unknown escapes.)
+_LABEL_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
+_LABEL_KEY = rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$"
+_LABEL_VALUE = rf"^{_LABEL_NAME}?$"
+
+
 class Toleration(ApiModel):
     """A Kubernetes toleration, copied onto the pods that serve the tenant."""
 
@@ -199,6 +207,20 @@ class Toleration(ApiModel):
             message="a toleration without a key must use operator Exists",
             field_path=".operator",
         ),
+        # The pod's own rules, which the API server applies to the Deployment the operator renders: a
+        # tenant it accepted must not make every apply of its Deployment fail.
+        CelRule(
+            rule="!has(self.key) || self.key == '' || "
+            f"(self.key.size() <= 316 && self.key.matches('{_LABEL_KEY}'))",
+            message="a toleration's key must be a label key: an optional DNS prefix and '/', then a name "
+            "of at most 63 alphanumerics, '-', '_' or '.'",
+            field_path=".key",
+        ),
+        CelRule(
+            rule="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            message="a toleration with tolerationSeconds must have effect NoExecute",
+            field_path=".effect",
+        ),
     )
 
     key: str | None = Field(
@@ -210,7 +232,10 @@ class Toleration(ApiModel):
         default=TolerationOperator.EQUAL, description="Equal matches key and value; Exists matches any value."
     )
     value: str | None = Field(
-        default=None, max_length=63, description="Taint value to match when operator is Equal."
+        default=None,
+        max_length=63,
+        pattern=_LABEL_VALUE,
+        description="Taint value to match when operator is Equal (a label value).",
     )
     effect: TaintEffect | None = Field(
         default=None,
@@ -408,12 +433,6 @@ class PlacementHints(ApiModel):
     )
 
 
-# A label key (an optional DNS-subdomain prefix and a name) and a label value, as the API server checks
-# them: the schema cannot constrain map keys, so a CEL rule checks every key. ('[.]', not a backslash:
-# CEL string literals refuse unknown escapes.)
-_LABEL_NAME = r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
-_LABEL_KEY = rf"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$"
-_LABEL_VALUE = rf"^{_LABEL_NAME}?$"
 SelectorLabels: TypeAlias = dict[str, Annotated[str, StringConstraints(max_length=63, pattern=_LABEL_VALUE)]]
 
 
