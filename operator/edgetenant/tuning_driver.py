@@ -81,6 +81,7 @@ def tuning_status(old: dict[str, Any], decision: Decision, generation: int) -> d
             "latencyP95Ms": None if s.latency_p95_ms is None else round(s.latency_p95_ms, 2),
             "queueMs": round(s.queue_ms, 3),
             "computeMs": round(s.compute_ms, 3),
+            "runsOn": s.runs_on,
             "at": iso(s.at),
         }
     return status

@@ -13,6 +13,8 @@ Both are far below what a wrong graph gives (a wrong layout or a dropped op move
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import subprocess
 import urllib.request
@@ -27,9 +29,10 @@ import tritonclient.http.aio as triton_http
 from dataplane_support import shim_spec
 
 from edgetenant import zoo
+from edgetenant.adapters import prometheus as prom
 from edgetenant.adapters.triton import TritonAdapter
 from edgetenant.dataplane import local, openvino_model, repository
-from edgetenant.errors import ModelLoadError
+from edgetenant.errors import MetricsUnavailable, ModelLoadError
 from edgetenant.tuning.loop import apply_setting, render_from_spec, target_for
 from edgetenant.zoo import export
 
@@ -202,3 +205,36 @@ def test_tflite_from_the_zoo_serves_the_onnx_runtime_logits_on_cpu(
     assert len(info) == 1 and 'device="CPU"' in info[0] and 'runtime="tflite-runtime ' in info[0], info
     log = triton.process.log_tail(400_000)
     assert "tflite-mobilenet: EdgeTPU not available: libedgetpu.so.1 did not load" in log
+
+
+# -- What the operator reads: the device a stand-in really runs on ---------------------------------
+
+
+def test_the_signals_say_what_the_runtime_runs_on(
+    triton: local.TritonProcess, prometheus: local.PrometheusProcess, model_repository: Path, run: Run
+) -> None:
+    """The tuning loop's reading (and so `status.observed.runsOn`) names the device the shim reports, so
+    the NCS2 stand-in shows "CPU", never the stick its class plays."""
+    spec = shim_spec("ov-runs-on", format="openvino", parameters=(("openvino_device", "CPU"),))
+    repository.write_model(model_repository, spec, zoo.ensure_model(MODEL, format="openvino"))
+    images = images_for(MODEL, batch=1)
+    client = prom.connect(prometheus.url)
+    query = prom.SignalQuery(model=spec.name, window_s=3.0, read_memory=False)
+
+    async def scenario() -> str | None:
+        async with TritonAdapter(triton.url) as admin:
+            await admin.load_model(spec.name)
+            try:
+                for _ in range(30):  # until Prometheus has scraped both series (every second)
+                    await infer(triton, spec.name, images)
+                    with contextlib.suppress(MetricsUnavailable):
+                        runs_on = (await prom.read_signals(client, query)).runs_on
+                        if runs_on:
+                            return runs_on
+                    await asyncio.sleep(0.5)
+                return None
+            finally:
+                await admin.unload_model(spec.name)
+
+    runs_on = run(scenario())
+    assert runs_on is not None and re.fullmatch(r"CPU \(openvino 20\d\d\.\S+\)", runs_on), runs_on

@@ -40,6 +40,10 @@ QUERIES: Final[dict[str, str]] = {
     "pending": "sum(nv_inference_pending_request_count{{{sel}}})",
     "newest": "max(timestamp(nv_inference_count{{{sel}}}))",
 }
+# What the serving runtime says it runs on: the OpenVINO and TFLite shims publish one such gauge per
+# instance (dataplane/openvino_model.py, tflite_model.py), so a stand-in on a CPU reads "CPU", never the
+# device its class is named after. Other backends publish none (then it is unknown, not an error).
+DEVICE_QUERY: Final = "count by (device, runtime) (edgetenant_shim_device_info{{{sel}}})"
 # GPU memory is per device, not per model: selected by the pod labels only. Jetson boards
 # and CPUs export nothing here, so it is optional.
 MEMORY_QUERY: Final = "sum(nv_gpu_memory_used_bytes{{{sel}}})"
@@ -170,6 +174,7 @@ def query_signals(client: PrometheusConnect, query: SignalQuery, *, at: datetime
 
     memory_bytes = values.get("memory_bytes")
     p95_us = values["p95_us"]
+    runs_on = _runs_on(client, DEVICE_QUERY.format(sel=query.selector()), at)
     return Signals(
         at=at,
         window_s=query.window_s,
@@ -182,6 +187,7 @@ def query_signals(client: PrometheusConnect, query: SignalQuery, *, at: datetime
         failure_rate=max(values["failures"] or 0.0, 0.0),
         pending=values["pending"],
         memory_used_mib=None if memory_bytes is None else memory_bytes / 2**20,
+        runs_on=runs_on,
     )
 
 
@@ -202,6 +208,20 @@ def _scalar(client: PrometheusConnect, promql: str, at: datetime) -> float | Non
         return None
     value = float(result[0]["value"][1])
     return None if math.isnan(value) else value
+
+
+def _runs_on(client: PrometheusConnect, promql: str, at: datetime) -> str | None:
+    """ "CPU (openvino 2026.4.1)"-style text of every device the model's instances run on, or None."""
+    try:
+        result: list[dict[str, Any]] = client.custom_query(promql, params={"time": f"{at.timestamp():.3f}"})
+    except (requests.RequestException, PrometheusApiClientException):
+        return None  # optional: the signals above already proved Prometheus answers
+    found = sorted(
+        f"{r['metric'].get('device') or '?'} ({r['metric'].get('runtime') or '?'})"
+        for r in result
+        if r.get("metric")
+    )
+    return ", ".join(found) or None
 
 
 def _escape(value: str) -> str:

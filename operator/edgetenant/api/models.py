@@ -657,6 +657,13 @@ class ObservedSignals(ApiModel):
         default=None, ge=0, description="Mean time a request waited in Triton's queue, ms."
     )
     compute_ms: float | None = Field(default=None, ge=0, description="Mean compute time per request, ms.")
+    runs_on: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="What the serving runtime reports it runs on, e.g. 'CPU (openvino 2026.4.1)' or "
+        "'EdgeTPU (tflite-runtime 2.14.0)' (the OpenVINO and TFLite shims report it; a lab stand-in "
+        "reads CPU here, never the device its class plays). Empty when the backend reports nothing.",
+    )
     at: datetime | None = Field(default=None, description="When the signals were sampled.")
 
 

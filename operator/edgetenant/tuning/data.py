@@ -69,6 +69,9 @@ class Signals(_Frozen):
     memory_used_mib: float | None = Field(
         default=None, ge=0, description="device memory in use where the device reports it (never on Jetson)"
     )
+    runs_on: str | None = Field(
+        default=None, description="what the runtime reports it runs on, e.g. 'CPU (openvino 2026.4.1)'"
+    )
 
     @property
     def window_start(self) -> datetime:
