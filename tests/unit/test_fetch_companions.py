@@ -19,9 +19,9 @@ def store(tmp_path: Path) -> Path:
     return source
 
 
-def test_openvino_ir_arrives_with_its_weights_and_shim(store: Path, tmp_path: Path) -> None:
-    repo = tmp_path / "models"
-    argv = [
+def fetch_ir(store: Path, repo: Path) -> list[str]:
+    """The fetcher's arguments for the store's IR as model `m` of the repository `repo`."""
+    return [
         "--uri",
         f"file://{store}/mobilenet.xml",
         "--dest",
@@ -31,7 +31,11 @@ def test_openvino_ir_arrives_with_its_weights_and_shim(store: Path, tmp_path: Pa
         "--format",
         "openvino",
     ]
-    assert fetch.main([*argv, "--backend", "python"]) == 0
+
+
+def test_openvino_ir_arrives_with_its_weights_and_shim(store: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "models"
+    assert fetch.main([*fetch_ir(store, repo), "--backend", "python"]) == 0
     version = repo / "m" / "1"
     assert (version / "model.xml").read_text() == "<net/>"
     assert (version / "model.bin").read_bytes() == b"\x00" * 64
@@ -41,17 +45,7 @@ def test_openvino_ir_arrives_with_its_weights_and_shim(store: Path, tmp_path: Pa
 def test_missing_weights_fail_before_the_model_lands(store: Path, tmp_path: Path) -> None:
     (store / "mobilenet.bin").unlink()
     repo = tmp_path / "models"
-    argv = [
-        "--uri",
-        f"file://{store}/mobilenet.xml",
-        "--dest",
-        str(repo),
-        "--model",
-        "m",
-        "--format",
-        "openvino",
-    ]
-    assert fetch.main(argv) == 1
+    assert fetch.main(fetch_ir(store, repo)) == 1
     assert not (repo / "m" / "1" / "model.xml").exists()  # Triton never sees an IR without weights
 
 
