@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.bad_manifests import CASES, GOOD, NAMESPACE, BadCase
-from tests.lab import Lab
+from tests.lab import Lab, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,12 +30,22 @@ def test_crds_are_established_with_printer_columns(lab: Lab) -> None:
     assert "itn" in crd["spec"]["names"]["shortNames"]
 
 
+def explain(lab: Lab, path: str) -> str:
+    """`kubectl explain PATH`, once the API server publishes the schema: after a CRD is created or
+    changed, its OpenAPI document is rebuilt in the background and explain fails until then."""
+    result = wait_for(
+        f"kubectl explain {path}",
+        lambda: (r := lab.kubectl("explain", path, check=False)).returncode == 0 and r,
+        timeout=60,
+    )
+    return str(result.stdout)
+
+
 def test_kubectl_explain_shows_the_field_docs(lab: Lab) -> None:
-    out = lab.kubectl("explain", "inferencetenant.spec").stdout
+    out = explain(lab, "inferencetenant.spec")
     for field in ("acceleratorClasses", "concurrency", "slo", "model", "placement"):
         assert field in out
-    model = lab.kubectl("explain", "inferencetenant.spec.model.format").stdout
-    assert "onnx" in model
+    assert "onnx" in explain(lab, "inferencetenant.spec.model.format")
 
 
 def test_shipped_classes_and_samples_apply(lab: Lab) -> None:
