@@ -198,12 +198,18 @@ async def read_signals(
     return await asyncio.to_thread(query_signals, client, query, at=at)
 
 
-def _scalar(client: PrometheusConnect, promql: str, at: datetime) -> float | None:
-    """The single value of an aggregated instant query; None when no series matched (or NaN)."""
+def _vector(client: PrometheusConnect, promql: str, at: datetime) -> list[dict[str, Any]]:
+    """The series of an instant query at ``at``; MetricsUnavailable when Prometheus does not answer."""
     try:
         result: list[dict[str, Any]] = client.custom_query(promql, params={"time": f"{at.timestamp():.3f}"})
     except (requests.RequestException, PrometheusApiClientException) as exc:
         raise MetricsUnavailable(f"Prometheus at {client.url} did not answer {promql!r}: {exc}") from exc
+    return result
+
+
+def _scalar(client: PrometheusConnect, promql: str, at: datetime) -> float | None:
+    """The single value of an aggregated instant query; None when no series matched (or NaN)."""
+    result = _vector(client, promql, at)
     if not result:
         return None
     value = float(result[0]["value"][1])
@@ -213,8 +219,8 @@ def _scalar(client: PrometheusConnect, promql: str, at: datetime) -> float | Non
 def _runs_on(client: PrometheusConnect, promql: str, at: datetime) -> str | None:
     """ "CPU (openvino 2026.4.1)"-style text of every device the model's instances run on, or None."""
     try:
-        result: list[dict[str, Any]] = client.custom_query(promql, params={"time": f"{at.timestamp():.3f}"})
-    except (requests.RequestException, PrometheusApiClientException):
+        result = _vector(client, promql, at)
+    except MetricsUnavailable:
         return None  # optional: the signals above already proved Prometheus answers
     found = sorted(
         f"{r['metric'].get('device') or '?'} ({r['metric'].get('runtime') or '?'})"
