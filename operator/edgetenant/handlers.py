@@ -112,8 +112,8 @@ class Operator:
         self.tasks = [
             asyncio.create_task(reconciler.run_forever(), name="reconcile"),
             asyncio.create_task(tuner.run_forever(), name="tuning"),
-            # OR-Tools (and the pandas it pulls in) takes ~2 s to import: do it now, off the loop, not
-            # in the first plan that needs CP-SAT. Standbys never plan, so they never load it.
+            # OR-Tools' CP-SAT library (placement.sat: no pandas) loads in ~0.1 s and +19 MiB: do it
+            # now, off the loop, not in the first plan that needs it. Standbys never plan or load it.
             asyncio.create_task(asyncio.to_thread(_preload_cpsat), name="preload-cpsat"),
         ]
 

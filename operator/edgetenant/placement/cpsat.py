@@ -27,8 +27,7 @@ import math
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from ortools.sat.python import cp_model
-
+from edgetenant.placement import sat
 from edgetenant.placement.problem import Assignment, Choice, Problem
 
 FRACTION_SCALE = 10_000  # S
@@ -119,7 +118,7 @@ def solve_cpsat(
     weight = [round(v * scale) for v in pd]
     move_bonus = round(problem.move_cost * scale * FRACTION_SCALE)
 
-    model = cp_model.CpModel()
+    model = sat.Model()
     x = [model.new_bool_var(f"x{i}") for i in range(len(options))]
     by_tenant: dict[int, list[int]] = {}
     by_device: dict[int, list[int]] = {}
@@ -134,10 +133,10 @@ def solve_cpsat(
     for members in by_tenant.values():
         model.add_at_most_one(x[i] for i in members)
 
-    main: list[cp_model.LinearExprT] = []
-    fraction: dict[int, cp_model.IntVar] = {}
-    served_parts: dict[int, list[cp_model.IntVar]] = {}
-    served_var: dict[int, cp_model.IntVar] = {}
+    main: list[sat.LinearExprT] = []
+    fraction: dict[int, sat.IntVar] = {}
+    served_parts: dict[int, list[sat.IntVar]] = {}
+    served_var: dict[int, sat.IntVar] = {}
     hint_choice = _hint_indices(problem, options, hint)
     for d, members in by_device.items():
         device = problem.devices[d]
@@ -193,34 +192,35 @@ def solve_cpsat(
             by_device=by_device,
         )
 
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(time_limit_s, 0.001)
+    parameters = sat.SatParameters()
+    parameters.max_time_in_seconds = max(time_limit_s, 0.001)
     if deterministic_limit_s is not None:
-        solver.parameters.max_deterministic_time = max(deterministic_limit_s, 0.0)
-    solver.parameters.num_workers = num_workers
-    solver.parameters.random_seed = seed
+        parameters.max_deterministic_time = max(deterministic_limit_s, 0.0)
+    parameters.num_workers = num_workers
+    parameters.random_seed = seed
     # Full linearisation (big-M rows of the enforced constraints in the LP): measured 3-30x
     # faster to prove optimality on the benchmark's small instances.
-    solver.parameters.linearization_level = 2
+    parameters.linearization_level = 2
     # Probing costs more than it saves on these programs: the same optima in about 2/3 of the
     # CPU time (50 x 20's EdgeTPU component, synthetic 10-20 tenant clusters).
-    solver.parameters.cp_model_probing_level = 0
+    parameters.cp_model_probing_level = 0
     if len(options) <= NO_PRESOLVE_OPTIONS:
         # On small programs presolve costs more than the search: without it CP-SAT proved the
         # same optima (quality benchmark, 50 x 20's small components) in about half the time.
-        solver.parameters.cp_model_presolve = False
-    status = solver.solve(model)
-    deterministic = float(solver.response_proto.deterministic_time)
-    stopped_by_wall = status != cp_model.OPTIMAL and (
+        parameters.cp_model_presolve = False
+    response = sat.solve(model, parameters)
+    status = response.status
+    deterministic = float(response.deterministic_time)
+    stopped_by_wall = status != sat.OPTIMAL and (
         deterministic_limit_s is None or deterministic < 0.99 * deterministic_limit_s
     )
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    if status not in (sat.OPTIMAL, sat.FEASIBLE):
         return CpSatResult(
             {},
             False,
             None,
-            solver.status_name(status),
-            solver.wall_time,
+            status.name,
+            response.wall_time,
             len(options),
             deterministic,
             stopped_by_wall,
@@ -228,15 +228,15 @@ def solve_cpsat(
     chosen = {
         problem.tenants[o.tenant].tenant.key: Choice(problem.devices[o.device].ref, o.concurrency)
         for i, o in enumerate(options)
-        if solver.boolean_value(x[i])
+        if sat.boolean_value(response, x[i])
     }
-    bound = solver.best_objective_bound / (scale * FRACTION_SCALE) + _constant(problem, searched)
+    bound = response.best_objective_bound / (scale * FRACTION_SCALE) + _constant(problem, searched)
     return CpSatResult(
         assignment=chosen,
-        optimal=status == cp_model.OPTIMAL,
+        optimal=status == sat.OPTIMAL,
         bound=bound,
-        status=solver.status_name(status),
-        wall_s=solver.wall_time,
+        status=status.name,
+        wall_s=response.wall_time,
         options=len(options),
         deterministic_s=deterministic,
         stopped_by_wall=stopped_by_wall,
@@ -263,12 +263,12 @@ def _hint_indices(problem: Problem, options: list[_Option], hint: Assignment | N
 
 
 def _add_hints(
-    model: cp_model.CpModel,
+    model: sat.Model,
     *,
     options: list[_Option],
-    x: list[cp_model.IntVar],
-    fraction: dict[int, cp_model.IntVar],
-    served_var: dict[int, cp_model.IntVar],
+    x: list[sat.IntVar],
+    fraction: dict[int, sat.IntVar],
+    served_var: dict[int, sat.IntVar],
     chosen: set[int],
     by_device: dict[int, list[int]],
 ) -> None:

@@ -62,8 +62,8 @@ CPSAT_TOTAL_PROGRAMS = 3
 
 
 def _import_cpsat() -> bool:
-    """Import OR-Tools (only when CP-SAT runs: it takes seconds, pandas included); False when it
-    cannot be imported on this platform (plans come from the greedy)."""
+    """Load OR-Tools' CP-SAT library (only when CP-SAT runs; `sat` keeps pandas out); False when
+    it cannot be imported on this platform (plans come from the greedy)."""
     try:
         import edgetenant.placement.cpsat  # noqa: F401, PLC0415
     except ImportError:
