@@ -127,13 +127,58 @@ CASES: list[BadCase] = [
     BadCase("missing-uri", tenant("no-uri", _model(uri=DELETE)), ("spec.model.uri: Required value",)),
     BadCase(
         "bad-uri-scheme",
-        tenant("s3-uri", _model(uri="s3://bucket/mobilenet_v2.onnx")),
-        ("spec.model.uri", "model.uri must start with pvc://, http://, https://, file:// or oci://"),
+        tenant("ftp-uri", _model(uri="ftp://models.example.com/mobilenet_v2.onnx")),
+        ("spec.model.uri", "model.uri must start with pvc://, http://, https://, file://, oci:// or s3://"),
     ),
     BadCase(
         "uri-without-scheme",
         tenant("bare-path", _model(uri="/models/mobilenet_v2.onnx")),
-        ("model.uri must start with pvc://, http://, https://, file:// or oci://",),
+        ("model.uri must start with pvc://, http://, https://, file://, oci:// or s3://",),
+    ),
+    BadCase(
+        "uri-with-credentials",
+        tenant("inline-password", _model(uri="https://alice:hunter2@models.example.com/m.onnx")),
+        ("spec.model.uri", "must not hold credentials", "model.credentialsSecret"),
+    ),
+    BadCase(
+        "pvc-uri-without-path",
+        tenant("pvc-no-path", _model(uri="pvc://models")),
+        ("spec.model.uri", "pvc://<claim name>/<path inside the claim>"),
+    ),
+    BadCase(
+        "file-uri-relative",
+        tenant("file-relative", _model(uri="file://models/m.onnx")),
+        ("spec.model.uri", "file:///<path>"),
+    ),
+    BadCase(
+        "s3-without-endpoint",
+        tenant("s3-no-endpoint", _model(uri="s3://models/mobilenet_v2.onnx")),
+        ("spec.model.s3Endpoint", "model.s3Endpoint is required with an s3:// model.uri"),
+    ),
+    BadCase(
+        "s3-endpoint-without-s3",
+        tenant("endpoint-no-s3", _model(s3Endpoint="https://minio.local:9000")),
+        ("spec.model.s3Endpoint", "model.s3Endpoint is required with an s3:// model.uri, and only then"),
+    ),
+    BadCase(
+        "digest-not-hex",
+        tenant("short-digest", _model(sha256="abc123")),
+        ("spec.model.sha256", "should match", "[0-9a-f]{64}"),
+    ),
+    BadCase(
+        "digest-uppercase",
+        tenant("upper-digest", _model(sha256="A" * 64)),
+        ("spec.model.sha256", "should match"),
+    ),
+    BadCase(
+        "max-size-zero",
+        tenant("zero-size", _model(maxSizeMiB=0)),
+        ("spec.model.maxSizeMiB", "should be greater than or equal to 1"),
+    ),
+    BadCase(
+        "credentials-secret-not-a-name",
+        tenant("bad-secret", _model(credentialsSecret="My_Secret")),
+        ("spec.model.credentialsSecret", "should match"),
     ),
     BadCase(
         "model-name-with-space",

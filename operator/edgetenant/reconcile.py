@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -112,6 +113,7 @@ class Reconciler:
         self.applied: dict[str, str] = {}  # tenant key -> fingerprint of what was last applied
         self.render_settings = RenderSettings(
             fetcher_image=settings.fetcher_image,
+            model_max_mib=settings.model_max_mib,
             network=NetworkSettings(
                 operator_namespace=keys.namespace, monitoring_namespace=settings.monitoring_namespace
             ),
@@ -405,13 +407,7 @@ class Reconciler:
 
     async def _pod_view(self, pod: dict[str, Any], model: str) -> PodView:
         meta, spec, st = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
-        fetch_failed = ""
-        for init in st.get("initContainerStatuses") or []:
-            terminated = (init.get("state") or {}).get("terminated") or {}
-            if terminated.get("exitCode", 0) != 0:
-                fetch_failed = (
-                    f"{init['name']} failed: {terminated.get('message') or terminated.get('reason', 'error')}"
-                )
+        fetch_reason, fetch_failed = model_source_problem(pod)
         ip = st.get("podIP")
         ready, message = False, "no pod IP yet"
         if meta.get("deletionTimestamp"):
@@ -431,6 +427,7 @@ class Reconciler:
             model_ready=ready,
             message="" if ready else message,
             fetch_failed=fetch_failed,
+            fetch_reason=fetch_reason,
             template=str((meta.get("annotations") or {}).get(TEMPLATE_ANNOTATION, "")),
         )
 
@@ -453,6 +450,40 @@ async def model_ready(url: str, model: str, timeout_s: float) -> tuple[bool, str
             return False, f"Triton at {url} has not loaded {model} (yet)"
     except EdgeTenantError as error:
         return False, str(error)
+
+
+# The fetcher's one-line error: "edgetenant fetch: <Reason>: <what and where>" (dataplane/fetch.py).
+FETCH_ERROR = re.compile(r"edgetenant fetch: (Model[A-Za-z]+): (.*)")
+UNSCHEDULABLE_CLAIM = re.compile(r'persistentvolumeclaim "([^"]+)" not found')
+
+
+def model_source_problem(pod: dict[str, Any]) -> tuple[str, str]:
+    """(reason, message) when the pod cannot get its model, else ("", ""): the fetcher failed (its
+    reason), its credentials Secret is missing (the kubelet's CreateContainerConfigError) or the
+    model's claim does not exist (the scheduler's verdict)."""
+    status = pod.get("status") or {}
+    for init in status.get("initContainerStatuses") or []:
+        state = init.get("state") or {}
+        last = (init.get("lastState") or {}).get("terminated") or {}
+        terminated = state.get("terminated") or (last if state.get("waiting") else {})
+        if terminated.get("exitCode", 0) != 0:
+            said = str(terminated.get("message") or terminated.get("reason") or "error")
+            if match := FETCH_ERROR.search(said):
+                return match.group(1), f"{init['name']}: {match.group(2).strip()}"
+            return "ModelFetchFailed", f"{init['name']} failed: {said.strip()}"
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") == "CreateContainerConfigError":
+            said = str(waiting.get("message", ""))
+            reason = "ModelCredentialsNotFound" if "secret" in said.lower() else "ModelFetchFailed"
+            return reason, f"{init['name']} cannot start: {said} (model.credentialsSecret)"
+    for condition in status.get("conditions") or []:
+        unscheduled = condition.get("type") == "PodScheduled" and condition.get("status") == "False"
+        if unscheduled and (match := UNSCHEDULABLE_CLAIM.search(str(condition.get("message", "")))):
+            return "ModelClaimNotFound", (
+                f"the model's PersistentVolumeClaim {match.group(1)!r} does not exist in the tenant's "
+                "namespace (pvc:// in model.uri)"
+            )
+    return "", ""
 
 
 def oom_killed(pod: dict[str, Any]) -> str:

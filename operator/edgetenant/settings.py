@@ -19,6 +19,7 @@ class Settings:
     event_interval_s: float = 600.0  # the same Event for the same tenant at most this often
     triton_timeout_s: float = 2.0
     fetcher_image: str = "ghcr.io/edgetenant/model-fetcher:0.1.0"
+    model_max_mib: int = 8192  # the largest model a fetcher accepts, unless the tenant says (maxSizeMiB)
     prometheus_url: str = "http://prometheus.monitoring.svc:9090"
     # Pods of this namespace may scrape the tenants' metrics port (their NetworkPolicy; docs/security.md).
     monitoring_namespace: str = "monitoring"

@@ -91,8 +91,9 @@ class PodView:
     phase: str
     model_ready: bool
     message: str  # why not ready, in words ("" when ready)
-    fetch_failed: str = ""  # the model fetcher's error, when its init container failed
+    fetch_failed: str = ""  # why the pod cannot get its model (the fetcher's error, a missing Secret)
     template: str = ""  # the pod template it runs (render.kube.TEMPLATE_ANNOTATION)
+    fetch_reason: str = ""  # ModelLoaded's reason for it: ModelNotFound, ModelDigestMismatch, ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +235,7 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
         obs.events.append(("Normal", "MoveCompleted", f"now served on {target['node']}"))
     status["activePlacement"] = new_active
 
-    fetch_errors = [pod.fetch_failed for pod in obs.pods if pod.fetch_failed]
+    fetch_problems = [pod for pod in obs.pods if pod.fetch_failed]
     if on_target:
         loaded = cond(
             "ModelLoaded",
@@ -242,18 +243,26 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
             "ModelReady",
             f"Triton reports the model ready on {len(on_target)} pod(s)",
         )
-    elif fetch_errors:
-        loaded = cond("ModelLoaded", False, "ModelFetchFailed", fetch_errors[0])
+    elif fetch_problems:
+        problem = fetch_problems[0]
+        message = problem.fetch_failed
+        if ready_pods:  # make-before-break: the previous model serves until a good one is ready
+            message += f"; the previous model still serves on {len(ready_pods)} pod(s)"
+        loaded = cond("ModelLoaded", False, problem.fetch_reason or "ModelFetchFailed", message[:1000])
     elif obs.pods:
         why = "; ".join(f"{pod.name}: {pod.message}" for pod in obs.pods if pod.message)[:1000]
         loaded = cond("ModelLoaded", False, "ModelNotReady", why or "waiting for Triton")
     else:
         loaded = cond("ModelLoaded", False, "NoPods", "no serving pod exists yet")
-    if loaded["status"] != previous.get("ModelLoaded", {}).get("status"):
-        if loaded["status"] == "True":
-            obs.events.append(("Normal", "ModelLoaded", loaded["message"]))
-        elif loaded["reason"] == "ModelFetchFailed":
-            obs.events.append(("Warning", "ModelFetchFailed", loaded["message"]))
+    fetch_failed = bool(fetch_problems) and not on_target
+    changed = (loaded["status"], loaded["reason"]) != (
+        previous.get("ModelLoaded", {}).get("status"),
+        previous.get("ModelLoaded", {}).get("reason"),
+    )
+    if changed and loaded["status"] == "True":
+        obs.events.append(("Normal", "ModelLoaded", loaded["message"]))
+    elif changed and fetch_failed:
+        obs.events.append(("Warning", loaded["reason"], loaded["message"]))
 
     # --- kstatus: Ready, Reconciling, Stalled ------------------------------------------------------
     ready = placed["status"] == "True" and loaded["status"] == "True" and same_device(new_active, target)
@@ -262,8 +271,8 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
     )
     if obs.spec_problem or (stalled_reason and not ready_pods):
         stalled = cond("Stalled", True, str(stalled_reason), placed["message"])
-    elif loaded["reason"] == "ModelFetchFailed":
-        stalled = cond("Stalled", True, "ModelFetchFailed", loaded["message"])
+    elif fetch_failed and loaded["reason"] != "ModelSourceUnreachable":  # unreachable may heal by itself
+        stalled = cond("Stalled", True, loaded["reason"], loaded["message"])
     else:
         stalled = cond("Stalled", False, "Progressing", "")
     if ready:

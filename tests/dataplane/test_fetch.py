@@ -7,6 +7,7 @@ import http.server
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from functools import partial
 from pathlib import Path
@@ -76,23 +77,26 @@ def test_checksum_mismatch_installs_nothing(tmp_path: Path, http_url: str) -> No
 
 
 @pytest.mark.parametrize(
-    ("uri", "complaint"),
+    ("uri", "complaint", "reason"),
     [
-        ("oci://registry.example/models/resnet:1", "oci:// is not supported"),
-        ("s3://bucket/model.onnx", "unsupported scheme 's3'"),
-        ("pvc://only-a-claim", r"expected pvc://<claim>/<path"),
-        ("pvc://models/missing.onnx", "is the claim mounted"),
-        ("file:///nonexistent/model.onnx", "is not a file"),
+        ("ftp://models.example/resnet.onnx", "unsupported scheme 'ftp'", fetch.INVALID),
+        ("pvc://only-a-claim", r"expected pvc://<claim>/<path", fetch.INVALID),
+        ("pvc://models/missing.onnx", "is the claim mounted", fetch.NOT_FOUND),
+        ("file:///nonexistent/model.onnx", "is not a file", fetch.NOT_FOUND),
     ],
 )
-def test_bad_uris_fail_with_a_clear_reason(tmp_path: Path, uri: str, complaint: str) -> None:
-    with pytest.raises(fetch.FetchError, match=complaint):
+def test_bad_uris_fail_with_a_clear_reason(tmp_path: Path, uri: str, complaint: str, reason: str) -> None:
+    with pytest.raises(fetch.FetchError, match=complaint) as caught:
         fetch.fetch(uri, tmp_path / "model.onnx", pvc_root=tmp_path)
+    assert caught.value.reason == reason
 
 
 def test_http_not_found_is_not_retried(tmp_path: Path, http_url: str) -> None:
-    with pytest.raises(fetch.FetchError, match="HTTP 404"):
+    started = time.monotonic()
+    with pytest.raises(fetch.FetchError, match="HTTP 404") as caught:
         fetch.fetch(f"{http_url}/nope.onnx", tmp_path / "model.onnx", retries=3)
+    assert caught.value.reason == fetch.NOT_FOUND
+    assert time.monotonic() - started < 2, "a retry would have slept 2 s first"
 
 
 def test_cli_failure_exits_1_with_one_line(tmp_path: Path) -> None:
@@ -102,7 +106,7 @@ def test_cli_failure_exits_1_with_one_line(tmp_path: Path) -> None:
             "-m",
             "edgetenant.dataplane.fetch",
             "--uri",
-            "oci://x/y",
+            "ftp://x/y.onnx",
             "--dest",
             str(tmp_path / "m.onnx"),
         ],
@@ -111,7 +115,10 @@ def test_cli_failure_exits_1_with_one_line(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 1
-    assert result.stderr.startswith("edgetenant fetch: oci://x/y: oci:// is not supported")
+    assert result.stderr.startswith(
+        "edgetenant fetch: ModelSourceInvalid: ftp://x/y.onnx: unsupported scheme"
+    )
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_fetched_model_with_shim_loads_in_triton(

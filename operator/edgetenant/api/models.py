@@ -252,17 +252,50 @@ class Toleration(ApiModel):
 # InferenceTenant
 # ---------------------------------------------------------------------------------------------
 
-URI_SCHEMES = ("pvc", "http", "https", "file", "oci")
+URI_SCHEMES = ("pvc", "http", "https", "file", "oci", "s3")
+_PVC_URI = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/.+"
 
 
 class ModelSource(ApiModel):
-    """The model a tenant serves and where to fetch it."""
+    """The model a tenant serves and where to fetch it (docs/models.md: every scheme on K3s)."""
 
     cel_rules: ClassVar[tuple[CelRule, ...]] = (
         CelRule(
-            rule="self.matches('^(pvc|http|https|file|oci)://.+')",
-            message="model.uri must start with pvc://, http://, https://, file:// or oci://",
+            rule="self.matches('^(pvc|http|https|file|oci|s3)://.+')",
+            message="model.uri must start with pvc://, http://, https://, file://, oci:// or s3://",
             on="uri",
+        ),
+        CelRule(
+            rule="!self.matches('^[a-z0-9]+://[^/]*@')",
+            message="model.uri must not hold credentials (user:password@): put them in a Secret "
+            "and name it in model.credentialsSecret",
+            on="uri",
+        ),
+        CelRule(
+            rule=f"!self.startsWith('pvc://') || self.matches('{_PVC_URI}')",
+            message="a pvc:// model.uri is pvc://<claim name>/<path inside the claim>",
+            on="uri",
+        ),
+        CelRule(
+            rule="!self.startsWith('file://') || self.matches('^file:///.+')",
+            message="a file:// model.uri is an absolute path on the node: file:///<path>",
+            on="uri",
+        ),
+        CelRule(
+            rule="!self.startsWith('s3://') || self.matches('^s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9]/.+')",
+            message="an s3:// model.uri is s3://<bucket>/<key>",
+            on="uri",
+        ),
+        CelRule(
+            rule="self.uri.startsWith('s3://') == has(self.s3Endpoint)",
+            message="model.s3Endpoint is required with an s3:// model.uri, and only then",
+            field_path=".s3Endpoint",
+        ),
+        CelRule(
+            rule="!has(self.s3Region) || self.uri.startsWith('s3://')",
+            message="model.s3Region is only used with an s3:// model.uri",
+            field_path=".s3Region",
+            reason="FieldValueForbidden",
         ),
     )
 
@@ -280,9 +313,51 @@ class ModelSource(ApiModel):
     )
     uri: str = Field(
         max_length=2048,
-        description="Where the model file lives: pvc://<claim>/<path>, http(s)://<url>, "
-        "file:///<node-local path> "
-        "or oci://<registry>/<repository>:<tag>.",
+        description="Where the model lives: pvc://<claim>/<path> (a PersistentVolumeClaim in the tenant's "
+        "namespace, mounted read-only), file:///<path> (a path on the node: node-local, needs a "
+        "namespace that allows hostPath volumes), http(s)://<url>, oci://<registry>/<repository>:<tag> "
+        "(or @sha256:<digest>: an OCI artifact, e.g. pushed with oras) or s3://<bucket>/<key> (with "
+        "s3Endpoint). A path ending in .tar.gz, .tgz, .tar or .zip is an archive of a multi-file model "
+        "(ONNX with external data); a pvc:// or file:// path ending in / is a directory. OpenVINO IR: "
+        "name the .xml; the .bin beside it is fetched too. No credentials in the URI: use "
+        "credentialsSecret.",
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of the model file (of the archive, for an archive), 64 lowercase hex digits. "
+        "The fetcher checks it before Triton sees the file; a mismatch is ModelLoaded=False "
+        "reason ModelDigestMismatch and the serving model stays.",
+    )
+    max_size_mib: int | None = Field(
+        default=None,
+        ge=1,
+        le=1048576,
+        description="Largest model the fetcher accepts, in MiB (an archive: unpacked). "
+        "Default: the operator's EDGETENANT_MODEL_MAX_MIB (8192).",
+    )
+    credentials_secret: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=_DNS_SUBDOMAIN,
+        description="A Secret in the tenant's namespace with the credentials for the model's source, by key: "
+        "username + password (HTTP Basic, OCI registries), token (a bearer token), accessKeyId + "
+        "secretAccessKey [+ sessionToken] (S3), caBundle (PEM: a private CA to trust besides the "
+        "system's). Only the fetcher sees it (as environment variables); it never appears in "
+        "status, Events or logs.",
+    )
+    s3_endpoint: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=r"^https?://[^/@?#]+/?$",
+        description="The S3 endpoint for an s3:// uri, e.g. https://minio.storage.svc:9000 "
+        "(path-style requests; https unless the endpoint says http).",
+    )
+    s3_region: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-z0-9-]+$",
+        description="The S3 region requests are signed for; default us-east-1.",
     )
     max_batch_size: int = Field(
         default=8,

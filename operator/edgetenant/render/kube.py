@@ -12,10 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import urllib.parse
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any, Final
 
-from edgetenant.api.models import GROUP, VERSION, AcceleratorClass, ConcurrencyMode, InferenceTenant
+from edgetenant.api.models import (
+    GROUP,
+    VERSION,
+    AcceleratorClass,
+    ConcurrencyMode,
+    InferenceTenant,
+    ModelSource,
+)
+from edgetenant.dataplane.fetch import CREDENTIAL_ENV_PREFIX
 from edgetenant.render.access import (
     KEY_HASH_ANNOTATION,
     NetworkSettings,
@@ -72,6 +82,7 @@ class RenderSettings:
     """Operator-wide knobs that shape every tenant's workload."""
 
     fetcher_image: str = "ghcr.io/edgetenant/model-fetcher:0.1.0"
+    model_max_mib: int = 8192  # the fetcher's size limit when the tenant sets none
     cpu_request: str = "250m"
     default_memory_mib: int = 512  # per model instance, without a profile or a hint
     triton_overhead_mib: int = 256  # Triton itself, before any model instance
@@ -204,6 +215,81 @@ def template_hash(template: dict[str, Any]) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
+PVC_ROOT: Final = "/pvc"  # a pvc:// model's claim is mounted read-only at /pvc/<claim>
+HOST_ROOT: Final = "/host"  # a file:// model's directory on the node, read-only under /host
+SOURCE_VOLUME: Final = "model-source"
+
+
+def model_source_volumes(model: ModelSource) -> list[dict[str, Any]]:
+    """The volume a pvc:// or file:// model is read from (none for remote schemes)."""
+    parsed = urllib.parse.urlsplit(model.uri)
+    if parsed.scheme == "pvc":
+        return [
+            {"name": SOURCE_VOLUME, "persistentVolumeClaim": {"claimName": parsed.netloc, "readOnly": True}}
+        ]
+    if parsed.scheme == "file":
+        return [
+            {"name": SOURCE_VOLUME, "hostPath": {"path": _node_directory(parsed.path), "type": "Directory"}}
+        ]
+    return []
+
+
+def _node_directory(path: str) -> str:
+    """The node directory a file:// model lives in: the path itself when it names a directory (ends
+    with /), else its parent, so an IR's .bin or an archive's siblings are there too."""
+    path = urllib.parse.unquote(path)
+    return path.rstrip("/") or "/" if path.endswith("/") else str(PurePosixPath(path).parent)
+
+
+def fetcher_container(
+    tenant: InferenceTenant,
+    settings: RenderSettings,
+    model_file: str,
+    backend: str,
+    security: dict[str, Any],
+) -> dict[str, Any]:
+    """The init container that puts the model into the repository (`edgetenant.dataplane.fetch`)."""
+    model = tenant.spec.model
+    max_mib = model.max_size_mib or settings.model_max_mib
+    args = [
+        f"--uri={model.uri}",
+        f"--dest={model_file}",
+        f"--format={model.format}",
+        f"--backend={backend}",
+        f"--max-bytes={max_mib << 20}",
+    ]
+    mounts: list[dict[str, Any]] = [{"name": "model-repository", "mountPath": MODEL_REPOSITORY}]
+    parsed = urllib.parse.urlsplit(model.uri)
+    if model.sha256:
+        args.append(f"--sha256={model.sha256}")
+    if model.s3_endpoint:
+        args += [f"--s3-endpoint={model.s3_endpoint}", f"--s3-region={model.s3_region or 'us-east-1'}"]
+    if parsed.scheme == "pvc":
+        args.append(f"--pvc-root={PVC_ROOT}")
+        mounts.append({"name": SOURCE_VOLUME, "mountPath": f"{PVC_ROOT}/{parsed.netloc}", "readOnly": True})
+    elif parsed.scheme == "file":
+        args.append(f"--host-root={HOST_ROOT}")
+        directory = _node_directory(parsed.path)
+        mounts.append(
+            {"name": SOURCE_VOLUME, "mountPath": f"{HOST_ROOT}{directory}".rstrip("/"), "readOnly": True}
+        )
+    container: dict[str, Any] = {
+        "name": "fetch-model",
+        "image": settings.fetcher_image,
+        "command": ["python", "-m", "edgetenant.dataplane.fetch"],
+        "args": args,
+        "securityContext": security,
+        "volumeMounts": mounts,
+    }
+    if model.credentials_secret:
+        # Not optional: a missing Secret stops the pod at CreateContainerConfigError, which the
+        # operator reports as ModelCredentialsNotFound; only this container sees the keys.
+        container["envFrom"] = [
+            {"prefix": CREDENTIAL_ENV_PREFIX, "secretRef": {"name": model.credentials_secret}}
+        ]
+    return container
+
+
 def render_deployment(
     tenant: InferenceTenant,
     klass: AcceleratorClass,
@@ -272,19 +358,7 @@ def render_deployment(
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 30,
         "initContainers": [
-            {
-                "name": "fetch-model",
-                "image": settings.fetcher_image,
-                "command": ["python", "-m", "edgetenant.dataplane.fetch"],
-                "args": [
-                    f"--uri={tenant.spec.model.uri}",
-                    f"--dest={model_file}",
-                    f"--format={tenant.spec.model.format}",
-                    f"--backend={backend.backend}",
-                ],
-                "securityContext": container_security,
-                "volumeMounts": [{"name": "model-repository", "mountPath": MODEL_REPOSITORY}],
-            }
+            fetcher_container(tenant, settings, model_file, backend.backend, container_security)
         ],
         "containers": [
             {
@@ -337,6 +411,7 @@ def render_deployment(
             {"name": "model-repository", "emptyDir": {}},
             {"name": "tmp", "emptyDir": {}},
             {"name": "model-config", "configMap": {"name": config_map_name(tenant)}},
+            *model_source_volumes(tenant.spec.model),
         ],
     }
     if klass.spec.runtime_class_name:
