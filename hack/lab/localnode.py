@@ -65,6 +65,11 @@ def expand(text: str, env: dict[str, str]) -> str:
     return VARIABLE.sub(replace, text)
 
 
+class ContainerConfigError(Exception):
+    """A container cannot be configured (a missing Secret, ConfigMap or claim): the kubelet's
+    CreateContainerConfigError; the pod waits and is tried again on its next event."""
+
+
 @dataclass
 class Container:
     name: str
@@ -101,7 +106,9 @@ class LocalNode:
 
     # --- translating a pod spec into local processes -------------------------------------------------
     def _mounts(self, pod: Any, run: PodRun, container: Any) -> list[tuple[str, Path]]:
-        """(container path, host path) pairs, longest container path first."""
+        """(container path, host path) pairs, longest container path first. Each mount is also a
+        symlink at its container path under the pod's `fs` directory, so a path above the mounts
+        (`--host-root=/host`, `--pvc-root=/pvc`) maps too. Read-only is not enforced here."""
         volumes = {v.name: v for v in pod.spec.volumes or []}
         pairs: list[tuple[str, Path]] = []
         for mount in container.volume_mounts or []:
@@ -111,6 +118,10 @@ class LocalNode:
             host = run.root / "volumes" / mount.name
             if volume.config_map is not None:
                 self._write_config_map(pod.metadata.namespace, volume.config_map, host)
+            elif volume.host_path is not None:
+                host = Path(volume.host_path.path)  # this machine is the node
+            elif volume.persistent_volume_claim is not None:
+                host = self._claim_path(pod.metadata.namespace, volume.persistent_volume_claim.claim_name)
             else:
                 host.mkdir(parents=True, exist_ok=True)
             if mount.sub_path:
@@ -128,7 +139,24 @@ class LocalNode:
                         link.unlink(missing_ok=True)
                         link.symlink_to(inner_host)
                     break
+            else:
+                link = run.root / "fs" / inner.lstrip("/")
+                link.parent.mkdir(parents=True, exist_ok=True)
+                if not link.is_symlink():
+                    link.symlink_to(inner_host)
         return pairs
+
+    def _claim_path(self, namespace: str, claim: str) -> Path:
+        """Where a bound claim's volume is on this machine: the PV's hostPath or local path (the lab's
+        claims are static PVs over directories of this machine)."""
+        pvc = self.api.read_namespaced_persistent_volume_claim(claim, namespace)
+        if not pvc.spec.volume_name:
+            raise ContainerConfigError(f'persistentvolumeclaim "{claim}" is not bound')
+        pv = self.api.read_persistent_volume(pvc.spec.volume_name)
+        source = pv.spec.host_path or pv.spec.local
+        if source is None:
+            raise ContainerConfigError(f"persistentvolume {pv.metadata.name} is neither hostPath nor local")
+        return Path(source.path)
 
     def _write_config_map(self, namespace: str, source: Any, directory: Path) -> None:
         cm = self.api.read_namespaced_config_map(source.name, namespace)
@@ -143,21 +171,25 @@ class LocalNode:
                 target.write_bytes(data[key])
 
     @staticmethod
-    def _map_path(value: str, mounts: list[tuple[str, Path]]) -> str:
-        for prefix in ("", *(f"{flag}=" for flag in ("--model-repository", "--dest", "--config", "--out"))):
+    def _map_path(value: str, mounts: list[tuple[str, Path]], fs: Path) -> str:
+        flags = ("--model-repository", "--dest", "--config", "--out", "--host-root", "--pvc-root")
+        for prefix in ("", *(f"{flag}=" for flag in flags)):
             if not value.startswith(prefix):
                 continue
             path = value[len(prefix) :]
             for container_path, host in mounts:
                 if path == container_path or path.startswith(container_path + "/"):
                     return prefix + str(host) + path[len(container_path) :]
+            if path.startswith("/") and any(c.startswith(path.rstrip("/") + "/") for c, _ in mounts):
+                return prefix + str(fs) + path  # above the mounts: the pod's tree of mount links
         return value
 
     def _argv(
-        self, container: Any, mounts: list[tuple[str, Path]], ip: str, env: dict[str, str]
+        self, container: Any, mounts: list[tuple[str, Path]], run: PodRun, env: dict[str, str]
     ) -> list[str]:
+        ip = run.ip
         argv = [*(container.command or []), *(container.args or [])]
-        argv = [self._map_path(expand(a, env), mounts) for a in argv]
+        argv = [self._map_path(expand(a, env), mounts, run.root / "fs") for a in argv]
         program = argv[0] if argv else ""
         if program in {"python", "python3"}:
             return [sys.executable, *argv[1:]]
@@ -169,9 +201,17 @@ class LocalNode:
         return argv
 
     def _declared_env(self, namespace: str, container: Any) -> dict[str, str]:
-        """The container's env as the kubelet resolves it: values (with `$(VAR)` expanded from those
-        before them) and keys of Secrets and ConfigMaps; an optional key that is missing is left out."""
+        """The container's env as the kubelet resolves it: envFrom (every key of a Secret or ConfigMap,
+        with its prefix), then values (with `$(VAR)` expanded from those before them) and keys of
+        Secrets and ConfigMaps; what is optional and missing is left out, what is required and missing
+        stops the container as the kubelet's CreateContainerConfigError does."""
         values: dict[str, str] = {}
+        for source in container.env_from or []:
+            ref = source.secret_ref or source.config_map_ref
+            data = self._read_data(
+                namespace, ref.name, secret=source.secret_ref is not None, optional=ref.optional
+            )
+            values.update({f"{source.prefix or ''}{k}": v for k, v in (data or {}).items()})
         for entry in container.env or []:
             if entry.value is not None:
                 values[entry.name] = expand(entry.value, values)
@@ -180,21 +220,32 @@ class LocalNode:
             ref = source and (source.secret_key_ref or source.config_map_key_ref)
             if ref is None:
                 continue
-            try:
-                if source.secret_key_ref is not None:
-                    data = self.api.read_namespaced_secret(ref.name, namespace).data or {}
-                    value = base64.b64decode(data[ref.key]).decode() if ref.key in data else None
-                else:
-                    value = (self.api.read_namespaced_config_map(ref.name, namespace).data or {}).get(ref.key)
-            except client.ApiException as exc:
-                if exc.status != 404 or not ref.optional:
-                    raise
-                value = None
+            secret = source.secret_key_ref is not None
+            value = (self._read_data(namespace, ref.name, secret=secret, optional=ref.optional) or {}).get(
+                ref.key
+            )
             if value is None and not ref.optional:
-                raise KeyError(f"{ref.name} has no key {ref.key}")
+                kind = "Secret" if secret else "ConfigMap"
+                raise ContainerConfigError(f"couldn't find key {ref.key} in {kind} {namespace}/{ref.name}")
             if value is not None:
                 values[entry.name] = value
         return values
+
+    def _read_data(
+        self, namespace: str, name: str, *, secret: bool, optional: bool | None
+    ) -> dict[str, str] | None:
+        """A Secret's (decoded) or a ConfigMap's data; None when it is missing and optional."""
+        try:
+            if secret:
+                data = self.api.read_namespaced_secret(name, namespace).data or {}
+                return {k: base64.b64decode(v).decode() for k, v in data.items()}
+            return dict(self.api.read_namespaced_config_map(name, namespace).data or {})
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+            if optional:
+                return None
+            raise ContainerConfigError(f'{"secret" if secret else "configmap"} "{name}" not found') from None
 
     def _env(self, values: dict[str, str], program: str) -> dict[str, str]:
         if Path(program).name == "tritonserver":
@@ -217,18 +268,28 @@ class LocalNode:
         )
         run.ready_url = f"http://{run.ip}:{http_port}/v2/health/ready"
         run.root.mkdir(parents=True, exist_ok=True)
-        for spec in pod.spec.containers:
-            mounts = self._mounts(pod, run, spec)
-            declared = self._declared_env(run.namespace, spec)
-            argv = self._argv(spec, mounts, run.ip, declared)
-            run.containers.append(
-                Container(spec.name, argv, self._env(declared, argv[0]), run.root / f"{spec.name}.log")
-            )
+        inits: list[tuple[Any, list[str], dict[str, str]]] = []
+        for spec, is_init in [
+            *((c, True) for c in pod.spec.init_containers or []),
+            *((c, False) for c in pod.spec.containers),
+        ]:
+            try:
+                mounts = self._mounts(pod, run, spec)
+                declared = self._declared_env(run.namespace, spec)
+            except ContainerConfigError as error:
+                log.warning("%s/%s: CreateContainerConfigError: %s", key, spec.name, error)
+                self._report_waiting(run, spec.name, is_init, "CreateContainerConfigError", str(error))
+                shutil.rmtree(run.root, ignore_errors=True)
+                raise
+            argv = self._argv(spec, mounts, run, declared)
+            if is_init:
+                inits.append((spec, argv, declared))
+            else:
+                run.containers.append(
+                    Container(spec.name, argv, self._env(declared, argv[0]), run.root / f"{spec.name}.log")
+                )
         # Init containers run to completion, in order, before any main container starts.
-        for spec in pod.spec.init_containers or []:
-            mounts = self._mounts(pod, run, spec)
-            declared = self._declared_env(run.namespace, spec)
-            argv = self._argv(spec, mounts, run.ip, declared)
+        for spec, argv, declared in inits:
             with (run.root / f"init-{spec.name}.log").open("ab") as out:
                 result = subprocess.run(
                     argv,
@@ -255,6 +316,12 @@ class LocalNode:
             self.api.patch_namespaced_pod_status(run.name, run.namespace, {"status": status})
         except client.ApiException as error:
             log.warning("%s: status patch failed: %s", run.key, error.reason)
+
+    def _report_waiting(self, run: PodRun, container: str, is_init: bool, reason: str, message: str) -> None:
+        statuses = "initContainerStatuses" if is_init else "containerStatuses"
+        waiting = {"reason": reason, "message": message}
+        entry = {"name": container, "ready": False, "restartCount": 0, "image": "", "imageID": ""}
+        self._patch_status(run, {statuses: [{**entry, "state": {"waiting": waiting}}]})
 
     def _report_init_failure(self, run: PodRun, container: str, code: int, message: str) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -390,7 +457,10 @@ class LocalNode:
                     pod.status.pod_ip,
                 )
                 return
-            run = self.prepare(pod)
+            try:
+                run = self.prepare(pod)
+            except ContainerConfigError:
+                return  # reported; tried again on the pod's next event (the watch relists each minute)
             with self.lock:
                 self.pods[uid] = run
 

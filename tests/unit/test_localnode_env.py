@@ -12,6 +12,7 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
+from kubernetes.client import ApiException
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,7 +47,11 @@ class Api:
     """The two reads `_declared_env` makes (fine in a unit test: the logic under test is pure)."""
 
     def read_namespaced_secret(self, name: str, namespace: str) -> Any:
-        assert (name, namespace) == ("t-key", "ns")
+        assert namespace == "ns"
+        if name == "model-pull":
+            return SimpleNamespace(data={"username": base64.b64encode(b"alice").decode()})
+        if name != "t-key":
+            raise ApiException(status=404)
         return SimpleNamespace(data={"admin-key": base64.b64encode(b"k3y").decode()})
 
     def read_namespaced_config_map(self, name: str, namespace: str) -> Any:
@@ -64,11 +69,12 @@ def test_declared_env_reads_secret_and_config_map_keys(localnode: ModuleType) ->
     node = localnode.LocalNode.__new__(localnode.LocalNode)
     node.api = Api()
     container = SimpleNamespace(
+        env_from=[],
         env=[
             env("EDGETENANT_ADMIN_KEY", secret=("t-key", "admin-key")),
             env("LEVEL", cm="level"),
             env("FLAG", "--key=$(EDGETENANT_ADMIN_KEY)"),
-        ]
+        ],
     )
     assert node._declared_env("ns", container) == {
         "EDGETENANT_ADMIN_KEY": "k3y",
@@ -80,6 +86,25 @@ def test_declared_env_reads_secret_and_config_map_keys(localnode: ModuleType) ->
 def test_a_missing_required_key_fails_the_start(localnode: ModuleType) -> None:
     node = localnode.LocalNode.__new__(localnode.LocalNode)
     node.api = Api()
-    container = SimpleNamespace(env=[env("X", secret=("t-key", "absent"))])
-    with pytest.raises(KeyError, match="no key absent"):
+    container = SimpleNamespace(env_from=None, env=[env("X", secret=("t-key", "absent"))])
+    with pytest.raises(localnode.ContainerConfigError, match="couldn't find key absent in Secret ns/t-key"):
         node._declared_env("ns", container)
+
+
+def test_env_from_a_secret_with_a_prefix_and_a_missing_one(localnode: ModuleType) -> None:
+    """The model fetcher's credentials: every key of the Secret, prefixed; a missing Secret is the
+    kubelet's CreateContainerConfigError (`secret "x" not found`), unless optional."""
+    node = localnode.LocalNode.__new__(localnode.LocalNode)
+    node.api = Api()
+
+    def env_from(name: str, optional: bool = False) -> Any:
+        ref = SimpleNamespace(name=name, optional=optional)
+        return SimpleNamespace(prefix="EDGETENANT_CREDENTIAL_", secret_ref=ref, config_map_ref=None)
+
+    present = SimpleNamespace(env_from=[env_from("model-pull")], env=None)
+    assert node._declared_env("ns", present) == {"EDGETENANT_CREDENTIAL_username": "alice"}
+    assert (
+        node._declared_env("ns", SimpleNamespace(env_from=[env_from("gone", optional=True)], env=None)) == {}
+    )
+    with pytest.raises(localnode.ContainerConfigError, match='secret "gone" not found'):
+        node._declared_env("ns", SimpleNamespace(env_from=[env_from("gone")], env=None))
