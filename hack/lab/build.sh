@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the local edge lab's binaries (kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl, kubelet, etcd, kwok, Prometheus; for the real node containerd,
-# its runc shim and ctr, the CNI plugins and a pause binary) into cache directories
+# its runc shim and ctr, the CNI plugins and a pause binary; the model stores, build-stores.sh) into cache directories
 # outside the repo, keyed by version. Idempotent: a second run with the binaries present
 # is instant.
 set -euo pipefail
@@ -39,6 +39,8 @@ if [ -x "$PROM_BIN/prometheus" ] && [ ! -e "$BIN/prometheus" ] && [ -d "$BIN" ];
   missing=("${missing[@]/prometheus}")
   missing=(${missing[@]})
 fi
+# The model stores for oci:// and s3:// URIs: their own versioned caches (build-stores.sh).
+"$here/build-stores.sh" >&2
 if [ ${#missing[@]} -eq 0 ]; then
   [ "${1:-}" = "--print-bin" ] && echo "$BIN"
   exit 0

@@ -17,6 +17,8 @@ lives in $EDGETENANT_LAB_DIR (default ~/.cache/edgetenant/lab), never in the rep
 from __future__ import annotations
 
 import argparse
+import datetime
+import hashlib
 import json
 import os
 import secrets
@@ -58,6 +60,15 @@ SERVICE_CIDR = netns.SERVICE_CIDR
 # namespace, so these never collide). manifests/overlays/dev points the operator here.
 POD_PROMETHEUS_PORT = 9090
 POD_MODELSTORE_PORT = 8080
+# The model stores for oci:// and s3:// URIs (TLS, signed by the lab's CA; credentials required),
+# at the ports such servers usually have.
+POD_REGISTRY_PORT = 5000
+POD_S3_PORT = 9000
+# How `up` seeds them from the zoo: the artifact type a user would push with oras, and the bucket.
+MODEL_ARTIFACT_TYPE = "application/vnd.edgetenant.model.v1"
+S3_BUCKET = "models"
+REGISTRY_USER = "lab"
+S3_ACCESS_KEY = "edgetenant-lab"
 # How pods bound to the topology's real node run: a real kubelet (containerd, runc, CNI), the old
 # process harness localnode.py (KWOK gives the IPs; Triton runs as local processes), or not at all.
 NODE_MODES = ("kubelet", "process", "none")
@@ -74,6 +85,8 @@ CORE = frozenset(
         "kwok",
         "prometheus",
         "modelstore",
+        "registry",
+        "s3",
         "localnode",
         "namespaces",
         "forward",
@@ -93,6 +106,8 @@ class Ports:
     kwok: int = 20247
     prometheus: int = 19090
     modelstore: int = 18080
+    registry: int = 25000
+    s3: int = 25070
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -112,6 +127,8 @@ class LabState:
     starts: dict[str, int] = field(default_factory=dict)
     node_token: str = ""
     node_mode: str = "none"
+    # The model stores: their binaries' directories and the lab's credentials for them (stores_up).
+    stores: dict[str, str] = field(default_factory=dict)
 
     @property
     def holder(self) -> int | None:
@@ -157,6 +174,15 @@ class LabState:
         """The model store as pods (and anything in the lab's namespace) reach it."""
         return f"http://{netns.NODE_IP}:{POD_MODELSTORE_PORT}"
 
+    @property
+    def registry_host(self) -> str:
+        """The OCI registry as pods reach it (oci://<this>/models/mobilenet_v2:1)."""
+        return f"{netns.NODE_IP}:{POD_REGISTRY_PORT}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"https://{netns.NODE_IP}:{POD_S3_PORT}"
+
     def save(self) -> None:
         data = {
             "ports": asdict(self.ports),
@@ -166,6 +192,7 @@ class LabState:
             "token": self.token,
             "node_token": self.node_token,
             "node_mode": self.node_mode,
+            "stores": self.stores,
         }
         (self.dir / "state.json").write_text(json.dumps(data, indent=2))
 
@@ -184,6 +211,7 @@ class LabState:
             data.get("starts", {}),
             data.get("node_token", ""),
             data.get("node_mode", "none"),
+            data.get("stores", {}),
         )
 
 
@@ -271,6 +299,10 @@ def make_pki(pki: Path) -> None:
         "extendedKeyUsage=serverAuth,clientAuth\n"
     )
     (pki / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
+    # The model stores' (registry, S3): on the lab's loopback and, for pods, the node's address.
+    (pki / "stores.ext").write_text(
+        f"subjectAltName=IP:127.0.0.1,DNS:localhost,IP:{netns.NODE_IP}\nextendedKeyUsage=serverAuth\n"
+    )
     run_quiet(["openssl", "genrsa", "-out", str(pki / "ca.key"), "2048"])
     ca = ["-key", str(pki / "ca.key"), "-days", "3650", "-subj", "/CN=edgetenant-lab-ca"]
     run_quiet(["openssl", "req", "-x509", "-new", *ca, "-out", str(pki / "ca.crt")])
@@ -283,6 +315,7 @@ def make_pki(pki: Path) -> None:
             "/O=system:masters/CN=kube-apiserver-kubelet-client",
             pki / "client.ext",
         ),
+        ("stores", "/CN=edgetenant-lab-model-stores", pki / "stores.ext"),
     ):
         key, csr = pki / f"{name}.key", pki / f"{name}.csr"
         run_quiet(["openssl", "genrsa", "-out", str(key), "2048"])
@@ -532,6 +565,7 @@ def component_commands(state: LabState, bins: Path) -> dict[str, list[str]]:
             "--directory",
             str(d / "models"),  # a link to the zoo's cache (build_zoo)
         ],
+        **store_commands(state),
         "localnode": [sys.executable, str(HERE / "localnode.py"), "--kubeconfig", kubeconfig],
         "forward": [
             sys.executable,
@@ -544,6 +578,8 @@ def component_commands(state: LabState, bins: Path) -> dict[str, list[str]]:
             f"--lab={netns.KUBERNETES_SERVICE_IP}:443={LOOPBACK}:{p.apiserver}",
             f"--lab={netns.NODE_IP}:{POD_PROMETHEUS_PORT}={LOOPBACK}:{p.prometheus}",
             f"--lab={netns.NODE_IP}:{POD_MODELSTORE_PORT}={LOOPBACK}:{p.modelstore}",
+            f"--lab={netns.NODE_IP}:{POD_REGISTRY_PORT}={LOOPBACK}:{p.registry}",
+            f"--lab={netns.NODE_IP}:{POD_S3_PORT}={LOOPBACK}:{p.s3}",
             f"--dns={netns.CLUSTER_DNS_IP}:53",
         ],
     }
@@ -553,6 +589,173 @@ def component_commands(state: LabState, bins: Path) -> dict[str, list[str]]:
     inside = netns.inside(state.holder)
     # The doors start on the host (where `lab` runs) and move themselves into the lab.
     return {**{n: cmd if n == "forward" else [*inside, *cmd] for n, cmd in commands.items()}, **node}
+
+
+def store_commands(state: LabState) -> dict[str, list[str]]:
+    """The model stores' command lines (empty before stores_up found their binaries): both serve TLS
+    with the lab's certificate and refuse requests without the lab's credentials."""
+    p, d, bins = state.ports, state.dir, state.stores
+    if "registry_bin" not in bins:
+        return {}
+    return {
+        "registry": [str(Path(bins["registry_bin"]) / "registry"), "serve", str(d / "registry.yml")],
+        "s3": [
+            str(Path(bins["versitygw_bin"]) / "versitygw"),
+            "--port",
+            f"{LOOPBACK}:{p.s3}",
+            "--cert",
+            str(d / "pki/stores.crt"),
+            "--key",
+            str(d / "pki/stores.key"),
+            "posix",
+            str(d / "s3"),
+        ],
+    }
+
+
+def registry_config(state: LabState) -> dict[str, Any]:
+    return {
+        "version": 0.1,
+        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "storage": {"filesystem": {"rootdirectory": str(state.dir / "registry")}},
+        "http": {
+            "addr": f"{LOOPBACK}:{state.ports.registry}",
+            "tls": {
+                "certificate": str(state.dir / "pki/stores.crt"),
+                "key": str(state.dir / "pki/stores.key"),
+            },
+        },
+        # Basic auth against an htpasswd file (bcrypt): the registry answers 401 without it.
+        "auth": {"htpasswd": {"realm": "edgetenant-lab", "path": str(state.dir / "registry.htpasswd")}},
+    }
+
+
+def https_answers(url: str, ca: Path) -> bool:
+    """Whether a TLS server (verified with the lab's CA) answers HTTP at all: a 401/403 counts."""
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=ssl.create_default_context(cafile=str(ca))):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, OSError, ssl.SSLError):
+        return False
+
+
+def store_binaries() -> dict[str, str]:
+    """build-stores.sh's directories (instant when cached): NAME=DIR lines."""
+    out = subprocess.run(
+        [str(HERE / "build-stores.sh"), "--print"], check=True, stdout=subprocess.PIPE, text=True
+    ).stdout
+    return {f"{name}_bin": path for name, _, path in (line.partition("=") for line in out.split()) if path}
+
+
+def stores_up(state: LabState) -> None:
+    """The OCI registry and the S3 server, started like the model store, then seeded from the zoo."""
+    d, ca = state.dir, state.dir / "pki/ca.crt"
+    with step("the model stores' binaries (the registry, oras, versitygw; cold build: about 4 min)"):
+        bins = store_binaries()
+    state.stores = {
+        **bins,
+        "registry_user": REGISTRY_USER,
+        "registry_password": secrets.token_hex(16),
+        "s3_access_key": S3_ACCESS_KEY,
+        "s3_secret_key": secrets.token_hex(20),
+    }
+    state.save()
+    commands = component_commands(state, Path(state.bin_dir))
+    with step("the OCI registry (distribution, TLS, htpasswd auth), for oci:// model URIs"):
+        htpasswd = subprocess.run(
+            [str(Path(bins["lab-htpasswd_bin"]) / "htpasswd"), REGISTRY_USER],
+            input=state.stores["registry_password"] + "\n",
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        (d / "registry.htpasswd").write_text(htpasswd)
+        (d / "registry.yml").write_text(yaml.safe_dump(registry_config(state), sort_keys=False))
+        # No telemetry exporter: it would dial an OTLP collector that is not there.
+        pid = start(state, "registry", commands["registry"], {"OTEL_TRACES_EXPORTER": "none"})
+        url = f"https://{LOOPBACK}:{state.ports.registry}/v2/"
+        wait_until("the registry", lambda: https_answers(url, ca), 30, pid)
+    with step("the S3 server (versitygw, TLS, SigV4 verified), for s3:// model URIs"):
+        (d / "s3").mkdir(exist_ok=True)
+        keys = {
+            "ROOT_ACCESS_KEY": state.stores["s3_access_key"],
+            "ROOT_SECRET_KEY": state.stores["s3_secret_key"],
+        }
+        pid = start(state, "s3", commands["s3"], keys)
+        wait_until(
+            "the S3 server", lambda: https_answers(f"https://{LOOPBACK}:{state.ports.s3}/", ca), 30, pid
+        )
+    with step("the model stores seeded from the zoo (oras push; S3 PUT)"):
+        seed_stores(state, (d / "models").resolve())  # the zoo (build_zoo)
+
+
+def seed_stores(state: LabState, zoo_dir: Path) -> None:
+    """mobilenet_v2 as ONNX and as OpenVINO IR (when the zoo has it), pushed as a user would:
+    oci://<registry>/models/mobilenet_v2:onnx and :openvino; s3://models/mobilenet_v2.{onnx,xml,bin}.
+    Idempotent (a second push of the same files uploads nothing new)."""
+    ca, s = state.dir / "pki/ca.crt", state.stores
+    artifacts = {"onnx": ["mobilenet_v2.onnx"], "openvino": ["mobilenet_v2.xml", "mobilenet_v2.bin"]}
+    for tag, files in artifacts.items():
+        if not all((zoo_dir / f).exists() for f in files):
+            console.print(f"  [dim]the zoo has no {' + '.join(files)}: not seeded[/]")
+            continue
+        target = f"{LOOPBACK}:{state.ports.registry}/models/mobilenet_v2:{tag}"
+        subprocess.run(
+            [
+                str(Path(s["oras_bin"]) / "oras"),
+                "push",
+                "--ca-file",
+                str(ca),
+                "--username",
+                s["registry_user"],
+                "--password-stdin",
+                "--artifact-type",
+                MODEL_ARTIFACT_TYPE,
+                "--no-tty",
+                target,
+                *files,  # relative names: oras annotates each with its title, the file's name
+            ],
+            input=s["registry_password"],
+            cwd=zoo_dir,
+            env={**os.environ, "HOME": str(state.dir)},  # oras's config, if any, stays in the lab
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        console.print(f"  pushed oci://{state.registry_host}/models/mobilenet_v2:{tag} ({', '.join(files)})")
+        for name in files:
+            s3_put(state, f"{S3_BUCKET}/{name}", (zoo_dir / name).read_bytes())
+        console.print(f"  uploaded {', '.join(f's3://{S3_BUCKET}/{f}' for f in files)}")
+
+
+def s3_put(state: LabState, path: str, body: bytes) -> None:
+    """A signed PUT of the bucket (once) and the object: the server checks the signature."""
+    sys.path.insert(0, str(REPO / "operator"))
+    from edgetenant.dataplane.fetch_s3 import sign  # noqa: PLC0415 - the fetcher's own signer
+
+    ca = ssl.create_default_context(cafile=str(state.dir / "pki/ca.crt"))
+    base = f"https://{LOOPBACK}:{state.ports.s3}"
+    for url, data in ((f"{base}/{path.split('/', 1)[0]}", b""), (f"{base}/{path}", body)):
+        headers = sign(
+            "PUT",
+            url,
+            {},
+            access_key_id=state.stores["s3_access_key"],
+            secret_access_key=state.stores["s3_secret_key"],
+            region="us-east-1",
+            now=datetime.datetime.now(datetime.UTC),
+            payload_sha256=hashlib.sha256(data).hexdigest(),
+        )
+        headers.pop("host")
+        request = urllib.request.Request(url, data=data, headers=headers, method="PUT")
+        try:
+            with urllib.request.urlopen(request, timeout=30, context=ca):
+                pass
+        except urllib.error.HTTPError as error:
+            if error.code != 409:  # the bucket exists already (a second seeding): fine
+                raise RuntimeError(f"S3 PUT {url}: HTTP {error.code} {error.read()[:300]!r}") from None
 
 
 def kubectl(state: LabState, *args: str, input_text: str | None = None, check: bool = True) -> str:
@@ -848,6 +1051,7 @@ def up(topology: Path, node_mode: str = DEFAULT_NODE_MODE) -> LabState:
         with step("the model store (the zoo's ONNX models over HTTP, for http:// model URIs)"):
             pid = start(state, "modelstore", commands["modelstore"])
             wait_until("model store", lambda: http_ok(f"{state.modelstore_url}/"), 30, pid)
+        stores_up(state)
         if importer is not None:
             start_kubelet(state, commands, topology, importer)
         elif node_mode == "process":
@@ -996,6 +1200,11 @@ def env(as_json: bool) -> int:
         "EDGETENANT_PROMETHEUS_URL": state.prometheus_url,
         # Pod-facing (pods fetch models from it); reachable inside the lab's namespace only.
         "EDGETENANT_MODELSTORE_URL": state.modelstore_url,
+        # The oci:// and s3:// stores (pod-facing too), their CA and the lab's credentials for them.
+        "EDGETENANT_LAB_REGISTRY": state.registry_host,
+        "EDGETENANT_LAB_S3_ENDPOINT": state.s3_endpoint,
+        "EDGETENANT_LAB_CA": str(state.dir / "pki/ca.crt"),
+        **{f"EDGETENANT_LAB_{k.upper()}": v for k, v in state.stores.items() if not k.endswith("_bin")},
         "EDGETENANT_LAB_DIR": str(state.dir),
         "EDGETENANT_LAB_NODE": state.node_mode,
         # Enter it (setns, or `hack/lab/lab exec`) to reach pod IPs.

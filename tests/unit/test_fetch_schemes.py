@@ -12,7 +12,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -149,9 +149,10 @@ TOKEN = "stub-registry-token"
 class StubRegistry(http.server.BaseHTTPRequestHandler):
     """/v2/ asks for a Bearer token from /token, which wants Basic lab:pw and the pull scope."""
 
-    manifest: dict[str, Any] = {}
-    blob = MODEL
-    token_requests: list[str] = []  # noqa: RUF012 - the test reads what the stub saw
+    # Set per test (the fixture makes a subclass); the test reads what the stub saw.
+    manifest: ClassVar[dict[str, Any]] = {}
+    blob: ClassVar[bytes] = MODEL
+    token_requests: ClassVar[list[str]] = []
 
     def log_message(self, *args: object) -> None:
         pass

@@ -52,12 +52,25 @@ def addresses(text: str) -> list[str]:
 
 
 def state(lab: ModuleType, tmp_path: Path) -> object:
-    return lab.LabState(tmp_path, lab.Ports(), "/bin", {"namespaces": HOLDER}, "token", node_mode="kubelet")
+    stores = {"registry_bin": "/bin", "versitygw_bin": "/bin"}  # the model stores run too
+    return lab.LabState(
+        tmp_path, lab.Ports(), "/bin", {"namespaces": HOLDER}, "token", node_mode="kubelet", stores=stores
+    )
 
 
 def test_every_component_runs_inside_the_labs_namespace(lab: ModuleType, tmp_path: Path) -> None:
     commands = lab.component_commands(state(lab, tmp_path), Path("/bin"))
-    wanted = {"etcd", "kube-apiserver", "kwok", "prometheus", "containerd", "kubelet", "forward"}
+    wanted = {
+        "etcd",
+        "kube-apiserver",
+        "kwok",
+        "prometheus",
+        "containerd",
+        "kubelet",
+        "forward",
+        "registry",
+        "s3",
+    }
     assert wanted <= set(commands)
     into_lab = f"--net=/proc/{HOLDER}/ns/net"
     for name, argv in commands.items():
@@ -74,6 +87,8 @@ def test_every_address_a_component_is_given_is_a_lab_address(
 ) -> None:
     commands = lab.component_commands(state(lab, tmp_path), Path("/bin"))
     found = [a for argv in commands.values() for arg in argv for a in addresses(arg)]
+    # The registry's listener is in its configuration file, not on its command line.
+    found += addresses(str(lab.registry_config(state(lab, tmp_path))["http"]["addr"]))
     assert found, "the check must see the addresses it guards"
     assert [a for a in found if not netns.is_lab_address(a)] == []
     # The only listeners on the host are the doors, on loopback.
