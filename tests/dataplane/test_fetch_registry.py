@@ -6,10 +6,14 @@ address as a pod does (hack/lab: `lab up` starts and seeds them)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
+import ssl
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,6 +142,27 @@ def test_oci_digest_mismatch_installs_nothing(stores: dict[str, str], zoo_dir: P
     assert not (tmp_path / "m/1").exists()
     # The right digest (the layer's: the file's own sha256) passes.
     fetched(fetcher(uri, tmp_path, registry_creds(stores), "--sha256", sha(zoo_dir / "mobilenet_v2.onnx")))
+
+
+def test_oci_pinned_by_manifest_digest(stores: dict[str, str], zoo_dir: Path, tmp_path: Path) -> None:
+    """oci://...@sha256:<manifest digest>: the manifest's bytes are checked against the pin."""
+    host = stores["EDGETENANT_LAB_REGISTRY"]
+    request = urllib.request.Request(f"https://{host}/v2/models/mobilenet_v2/manifests/onnx")
+    request.add_header("Accept", "application/vnd.oci.image.manifest.v1+json")
+    pair = f"{stores['EDGETENANT_LAB_REGISTRY_USER']}:{stores['EDGETENANT_LAB_REGISTRY_PASSWORD']}"
+    request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
+    context = ssl.create_default_context(cafile=stores["EDGETENANT_LAB_CA"])
+    with urllib.request.urlopen(request, timeout=20, context=context) as response:
+        manifest = response.read()
+    assert json.loads(manifest)["artifactType"] == "application/vnd.edgetenant.model.v1"
+    digest = hashlib.sha256(manifest).hexdigest()
+    fetched(fetcher(f"oci://{host}/models/mobilenet_v2@sha256:{digest}", tmp_path, registry_creds(stores)))
+    assert sha(tmp_path / "m/1/model.onnx") == sha(zoo_dir / "mobilenet_v2.onnx")
+    other = tmp_path / "other"
+    refused(
+        fetcher(f"oci://{host}/models/mobilenet_v2@sha256:{'0' * 64}", other, registry_creds(stores)),
+        "ModelNotFound",
+    )
 
 
 # --- s3:// ---
