@@ -21,6 +21,8 @@ from edgetenant.dataplane.fetch import (
     ACCESS_DENIED,
     DIGEST_MISMATCH,
     INVALID,
+    NOT_FOUND,
+    TOO_LARGE,
     Credentials,
     FetchError,
 )
@@ -286,3 +288,35 @@ def test_the_spec_digest_is_the_model_layer_digest(
         pull(host, tmp_path / "b", creds, sha256="0" * 64)
     assert caught.value.reason == DIGEST_MISMATCH
     assert not (tmp_path / "b").exists()
+
+
+def test_a_title_named_twice_is_refused(stub: tuple[str, type[StubRegistry]], tmp_path: Path) -> None:
+    host, handler = stub
+    twice = manifest("m.onnx")
+    twice["layers"] = twice["layers"] * 2
+    handler.manifest = twice
+    with pytest.raises(FetchError) as caught:
+        pull(host, tmp_path, Credentials(username="lab", password="pw"))
+    assert caught.value.reason == INVALID
+
+
+def test_a_blob_longer_than_its_descriptor_says_is_cut_off(
+    stub: tuple[str, type[StubRegistry]], tmp_path: Path
+) -> None:
+    host, handler = stub
+    handler.manifest = manifest("m.onnx", MODEL[:10])  # announces 10 bytes; the registry sends more
+    with pytest.raises(FetchError) as caught:
+        pull(host, tmp_path, Credentials(username="lab", password="pw"))
+    assert caught.value.reason == TOO_LARGE
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_artifact_must_hold_the_formats_file(
+    stub: tuple[str, type[StubRegistry]], tmp_path: Path
+) -> None:
+    host, handler = stub
+    handler.manifest = manifest("m.tflite")
+    with pytest.raises(FetchError) as caught:
+        pull(host, tmp_path, Credentials(username="lab", password="pw"))
+    assert caught.value.reason == NOT_FOUND
+    assert "m.tflite" in str(caught.value)

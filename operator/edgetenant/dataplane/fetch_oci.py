@@ -288,7 +288,8 @@ def fetch_oci(
     """Every titled file of the artifact at ``uri`` into ``version_dir``; the main model file's path.
 
     The main file is the one whose suffix is the format's; ``sha256`` (the spec's) must be its digest,
-    checked before anything is downloaded. Every file is checked against its own digest."""
+    checked before anything is downloaded. Every file is checked against its own digest (``download``
+    refuses other bytes) and the sizes the manifest announces bound each download."""
     ref = parse_reference(uri)
     registry = _Registry(ref, uri, credentials, timeout, retries)
     registry.login()
@@ -296,8 +297,8 @@ def fetch_oci(
     descriptors = manifest.get("layers") or manifest.get("blobs") or []
     files: list[tuple[str, str, int]] = []
     for item in descriptors if isinstance(descriptors, list) else []:
-        annotations = item.get("annotations") or {} if isinstance(item, dict) else {}
-        if TITLE not in annotations:
+        annotations = item.get("annotations") if isinstance(item, dict) else None
+        if not isinstance(annotations, dict) or TITLE not in annotations:
             continue  # an untitled layer is not a file (oras writes a title for each)
         digest, size = item.get("digest", ""), item.get("size", -1)
         if (
@@ -307,7 +308,10 @@ def fetch_oci(
             or size < 0
         ):
             raise FetchError(f"{redact(uri)}: a layer has no sha256 digest and size", INVALID)
-        files.append((safe_title(annotations[TITLE], uri), digest, size))
+        title = safe_title(annotations[TITLE], uri)
+        if any(title == f[0] for f in files):
+            raise FetchError(f"{redact(uri)}: the artifact names {title!r} twice", INVALID)
+        files.append((title, digest, size))
     suffix = SUFFIXES.get(model_format, "")
     main = next((f for f in files if suffix and f[0].endswith(suffix)), None)
     if main is None:
@@ -327,7 +331,7 @@ def fetch_oci(
     left = max_bytes
     # The main file last: it never stands in the repository without its companions (IR weights).
     for title, digest, size in sorted(files, key=lambda f: f is main):
-        got = download(
+        download(
             registry.request(f"{ref.repository}/blobs/{digest}"),
             uri,
             version_dir / title,
@@ -338,5 +342,4 @@ def fetch_oci(
             context=registry.context if registry.base.startswith("https:") else None,
         )
         left -= (version_dir / title).stat().st_size
-        assert got == digest.removeprefix("sha256:")
     return version_dir / main[0]
