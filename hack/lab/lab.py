@@ -620,6 +620,8 @@ def registry_config(state: LabState) -> dict[str, Any]:
         "storage": {"filesystem": {"rootdirectory": str(state.dir / "registry")}},
         "http": {
             "addr": f"{LOOPBACK}:{state.ports.registry}",
+            # Signs upload state; stable for the lab's life (derived), never the admin token itself.
+            "secret": hashlib.sha256(f"registry:{state.token}".encode()).hexdigest(),
             "tls": {
                 "certificate": str(state.dir / "pki/stores.crt"),
                 "key": str(state.dir / "pki/stores.key"),
@@ -697,6 +699,7 @@ def seed_stores(state: LabState, zoo_dir: Path) -> None:
     Idempotent (a second push of the same files uploads nothing new)."""
     ca, s = state.dir / "pki/ca.crt", state.stores
     artifacts = {"onnx": ["mobilenet_v2.onnx"], "openvino": ["mobilenet_v2.xml", "mobilenet_v2.bin"]}
+    s3_put(state, S3_BUCKET, b"")  # the bucket (409 when a second seeding finds it: fine)
     for tag, files in artifacts.items():
         if not all((zoo_dir / f).exists() for f in files):
             console.print(f"  [dim]the zoo has no {' + '.join(files)}: not seeded[/]")
@@ -731,31 +734,31 @@ def seed_stores(state: LabState, zoo_dir: Path) -> None:
 
 
 def s3_put(state: LabState, path: str, body: bytes) -> None:
-    """A signed PUT of the bucket (once) and the object: the server checks the signature."""
-    sys.path.insert(0, str(REPO / "operator"))
+    """A PUT of a bucket (``path`` without ``/``) or an object, signed: the server checks the signature."""
+    if str(REPO / "operator") not in sys.path:
+        sys.path.insert(0, str(REPO / "operator"))
     from edgetenant.dataplane.fetch_s3 import sign  # noqa: PLC0415 - the fetcher's own signer
 
     ca = ssl.create_default_context(cafile=str(state.dir / "pki/ca.crt"))
-    base = f"https://{LOOPBACK}:{state.ports.s3}"
-    for url, data in ((f"{base}/{path.split('/', 1)[0]}", b""), (f"{base}/{path}", body)):
-        headers = sign(
-            "PUT",
-            url,
-            {},
-            access_key_id=state.stores["s3_access_key"],
-            secret_access_key=state.stores["s3_secret_key"],
-            region="us-east-1",
-            now=datetime.datetime.now(datetime.UTC),
-            payload_sha256=hashlib.sha256(data).hexdigest(),
-        )
-        headers.pop("host")
-        request = urllib.request.Request(url, data=data, headers=headers, method="PUT")
-        try:
-            with urllib.request.urlopen(request, timeout=30, context=ca):
-                pass
-        except urllib.error.HTTPError as error:
-            if error.code != 409:  # the bucket exists already (a second seeding): fine
-                raise RuntimeError(f"S3 PUT {url}: HTTP {error.code} {error.read()[:300]!r}") from None
+    url = f"https://{LOOPBACK}:{state.ports.s3}/{path}"
+    headers = sign(
+        "PUT",
+        url,
+        {},
+        access_key_id=state.stores["s3_access_key"],
+        secret_access_key=state.stores["s3_secret_key"],
+        region="us-east-1",
+        now=datetime.datetime.now(datetime.UTC),
+        payload_sha256=hashlib.sha256(body).hexdigest(),
+    )
+    headers.pop("host")  # urllib sends it, the same value
+    request = urllib.request.Request(url, data=body, headers=headers, method="PUT")
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=ca):
+            pass
+    except urllib.error.HTTPError as error:
+        if not (error.code == 409 and "/" not in path):
+            raise RuntimeError(f"S3 PUT {url}: HTTP {error.code} {error.read()[:300]!r}") from None
 
 
 def kubectl(state: LabState, *args: str, input_text: str | None = None, check: bool = True) -> str:
