@@ -621,4 +621,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy's: the OCI and S3 clients import
+    # edgetenant.dataplane.fetch, and its FetchError must be the class main() catches.
+    from edgetenant.dataplane import fetch as imported  # noqa: PLW0406
+
+    sys.exit(imported.main())
