@@ -32,6 +32,14 @@ def pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
 
 
+def replica_failure(deployment: dict[str, Any]) -> str:
+    """The message of a Deployment's ReplicaFailure condition (its pods cannot be created), else ''."""
+    for condition in (deployment.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
+            return str(condition.get("message") or condition.get("reason") or "pods cannot be created")
+    return ""
+
+
 @dataclass
 class ClusterCache:
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -39,6 +47,8 @@ class ClusterCache:
     tenants: dict[str, dict[str, Any]] = field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     pods: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # tenant key -> pod name -> pod
+    # tenant key -> why its Deployment cannot create pods (ReplicaFailure: admission refused them)
+    pod_refusals: dict[str, str] = field(default_factory=dict)
 
     def pods_of(self, key: str) -> list[dict[str, Any]]:
         return list(self.pods.get(key, {}).values())
@@ -76,6 +86,23 @@ class ClusterCache:
                 self.pods.pop(key, None)
         else:
             self.pods.setdefault(key, {})[meta["name"]] = pod
+        return key
+
+    def put_deployment(self, deployment: dict[str, Any], deleted: bool) -> str | None:
+        """Record whether a tenant's Deployment reports that its pods are refused (the ReplicaSet's
+        FailedCreate: Pod Security admission, a quota); returns the tenant key when that changed."""
+        meta = deployment["metadata"]
+        tenant = (meta.get("labels") or {}).get(TENANT_LABEL)
+        if tenant is None:
+            return None
+        key = f"{meta.get('namespace')}/{tenant}"
+        refused = "" if deleted else replica_failure(deployment)
+        if refused == self.pod_refusals.get(key, ""):
+            return None
+        if refused:
+            self.pod_refusals[key] = refused
+        else:
+            self.pod_refusals.pop(key, None)
         return key
 
     def serving_ips(self, key: str) -> list[str]:

@@ -294,6 +294,9 @@ def _child_event(type: str, body: kopf.Body, namespace: str | None, memo: kopf.M
 async def deployment_event(
     type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
+    key = _operator(memo).cache.put_deployment(_plain(body), deleted=type == "DELETED")
+    if key is not None:
+        _operator(memo).trigger(key)  # pods refused, or no longer: the status says so
     _child_event(type, body, namespace, memo)
 
 

@@ -377,6 +377,7 @@ class Reconciler:
                 unplaced_reason=unplaced.reason if unplaced else None,
                 unplaced_kind=unplaced.kind.value if unplaced else "Unschedulable",
                 plan_warnings=context.warnings.get(key, ()),
+                pods_refused=self.cache.pod_refusals.get(key, ""),
                 spec_problem=problem,
                 pods=pods,
                 instance_count=instances,

@@ -117,6 +117,7 @@ class Observation:
     template: str | None = None
     unplaced_kind: str = "Unschedulable"  # or PlanningError: the planner failed on this tenant (a bug)
     plan_warnings: tuple[str, ...] = ()  # what the planner ignored or interpreted about this tenant
+    pods_refused: str = ""  # the Deployment cannot create pods (admission refused them): its words
     events: list[tuple[str, str, str]] = field(default_factory=list)  # filled by desired_status
 
 
@@ -243,6 +244,15 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
             "ModelReady",
             f"Triton reports the model ready on {len(on_target)} pod(s)",
         )
+    elif obs.pods_refused:
+        message = f"the tenant's pods are refused: {obs.pods_refused}"
+        if "hostPath" in obs.pods_refused:
+            message += (
+                " (a file:// model needs a hostPath volume; use pvc:// in this namespace, docs/models.md)"
+            )
+        if ready_pods:
+            message += f"; the previous model still serves on {len(ready_pods)} pod(s)"
+        loaded = cond("ModelLoaded", False, "PodsRefused", message[:1000])
     elif fetch_problems:
         problem = fetch_problems[0]
         message = problem.fetch_failed
@@ -254,7 +264,7 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
         loaded = cond("ModelLoaded", False, "ModelNotReady", why or "waiting for Triton")
     else:
         loaded = cond("ModelLoaded", False, "NoPods", "no serving pod exists yet")
-    fetch_failed = bool(fetch_problems) and not on_target
+    fetch_failed = bool(fetch_problems or obs.pods_refused) and not on_target
     changed = (loaded["status"], loaded["reason"]) != (
         previous.get("ModelLoaded", {}).get("status"),
         previous.get("ModelLoaded", {}).get("reason"),

@@ -294,3 +294,35 @@ def ready(pod: dict[str, Any]) -> bool:
         c["type"] == "Ready" and c["status"] == "True"
         for c in (pod.get("status") or {}).get("conditions", [])
     )
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_node_path_in_a_restricted_namespace_says_why_no_pod_starts(lab: Lab, store: Path) -> None:
+    """file:// needs a hostPath volume, which Pod Security's restricted level refuses: the tenant
+    says so (PodsRefused, naming pvc:// as the way) instead of waiting for a pod that never comes."""
+    restricted = f"{store.name[:20].lower().replace('_', '-')}-restricted"
+    lab.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": restricted, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}},
+        }
+    )
+    try:
+        lab.apply(
+            tenant(restricted, "node-path", {"format": "onnx", "uri": f"file://{store}/mobilenet_v2.onnx"})
+        )
+        loaded = wait_for(
+            "ModelLoaded reason PodsRefused",
+            lambda: (
+                (c := conditions(lab, restricted, "node-path").get("ModelLoaded", {})).get("reason")
+                == "PodsRefused"
+                and c
+            ),
+            timeout=120,
+            interval=2,
+        )
+        assert "hostPath" in loaded["message"]
+        assert "use pvc://" in loaded["message"]
+    finally:
+        lab.kubectl("delete", "namespace", restricted, "--wait=false", check=False)

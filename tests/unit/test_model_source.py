@@ -3,6 +3,7 @@ pod that cannot get its model becomes ModelLoaded's reason while a serving copy 
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from edgetenant.api.models import AcceleratorClass, InferenceTenant
+from edgetenant.cache import ClusterCache
 from edgetenant.dataplane import fetch
 from edgetenant.placement import Placement
 from edgetenant.reconcile import model_source_problem
@@ -229,3 +231,33 @@ def test_an_unreachable_source_is_not_stalled() -> None:
     reasons = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
     assert reasons["ModelLoaded"] == ("False", "ModelSourceUnreachable")
     assert reasons["Stalled"][0] == "False", "the kubelet retries the fetcher; the source may come back"
+
+
+def test_pods_refused_by_admission_are_the_reason() -> None:
+
+    cache = ClusterCache()
+    deployment = {
+        "metadata": {"name": "t", "namespace": "ns", "labels": {"edgetenant.io/tenant": "t"}},
+        "status": {
+            "conditions": [
+                {
+                    "type": "ReplicaFailure",
+                    "status": "True",
+                    "reason": "FailedCreate",
+                    "message": 'pods "t-1" is forbidden: violates PodSecurity "restricted:latest": '
+                    'hostPath volumes (volume "model-source")',
+                }
+            ]
+        },
+    }
+    assert cache.put_deployment(deployment, deleted=False) == "ns/t"
+    assert cache.put_deployment(deployment, deleted=False) is None, "no change, no wake-up"
+    obs = dataclasses.replace(observe(()), pods_refused=cache.pod_refusals["ns/t"])
+    status = desired_status({}, obs, NOW)
+    loaded = next(c for c in status["conditions"] if c["type"] == "ModelLoaded")
+    assert (loaded["status"], loaded["reason"]) == ("False", "PodsRefused")
+    assert "use pvc:// in this namespace" in loaded["message"]
+    assert ("Warning", "PodsRefused", loaded["message"]) in obs.events
+    cleared = {**deployment, "status": {"conditions": []}}
+    assert cache.put_deployment(cleared, deleted=False) == "ns/t"
+    assert "ns/t" not in cache.pod_refusals
