@@ -5,7 +5,12 @@
 - file://: a node path (hostPath, read-only): a .tar.gz of the same model, pinned by its sha256;
 - http(s)://: the lab's model store, pinned by sha256; TFLite on the EdgeTPU stand-in;
 - oci://: the lab's registry (distribution, TLS from the lab's CA, htpasswd), credentials from a Secret;
-- s3://: the lab's S3 server, keys from a Secret: OpenVINO IR (.xml + .bin) on the NCS2 stand-in.
+- s3://: the lab's S3 server, keys from a Secret: OpenVINO IR (.xml + .bin) on the NCS2 stand-in (on
+  the kubelet node, which has no stand-ins, ONNX on a CPU slot).
+
+Both lab node modes run it: the process node, and a real kubelet with containerd, where the fetcher
+runs from its image (`EDGETENANT_LAB_NODE=kubelet`; the image's older Python is how the tar-filter
+fallback was found).
 
 Then each bad input gets its ModelLoaded reason and an Event while the tenant's previous model keeps
 serving: a wrong digest, a 404, a model over its size limit, a closed port, a missing Secret, a
@@ -186,17 +191,33 @@ def test_every_scheme_and_format_serves(
             },
             "x86-cpu",
         ),
-        "s3-openvino": (
-            {
-                "format": "openvino",
-                "uri": "s3://models/mobilenet_v2.xml",
-                "s3Endpoint": env["EDGETENANT_LAB_S3_ENDPOINT"],
-                "credentialsSecret": "s3-keys",
-            },
-            "ncs2-standin",
-        ),
-        "http-tflite": ({"format": "tflite", "uri": f"{models}/mobilenet_v2.tflite"}, "edgetpu-standin"),
     }
+    s3 = {
+        "uri": "s3://models/mobilenet_v2.xml",
+        "s3Endpoint": env["EDGETENANT_LAB_S3_ENDPOINT"],
+        "credentialsSecret": "s3-keys",
+    }
+    if env.get("EDGETENANT_LAB_NODE") == "kubelet":
+        # No stand-in devices on the kubelet node (and the CPU image runs ONNX Runtime only): S3 serves
+        # ONNX on a CPU slot, in a second wave, as the four slots are taken.
+        waves = [
+            cases,
+            {"s3-onnx": ({"format": "onnx", **s3, "uri": "s3://models/mobilenet_v2.onnx"}, "x86-cpu")},
+        ]
+    else:
+        cases["s3-openvino"] = ({"format": "openvino", **s3}, "ncs2-standin")
+        cases["http-tflite"] = (
+            {"format": "tflite", "uri": f"{models}/mobilenet_v2.tflite"},
+            "edgetpu-standin",
+        )
+        waves = [cases]
+    for wave in waves:
+        serve_all(lab, namespace, wave)
+
+
+def serve_all(lab: Lab, namespace: str, cases: dict[str, tuple[dict[str, Any], str]]) -> None:
+    """Apply the tenants, wait until every one is Ready with its model loaded, then delete them (all but
+    http-onnx, which the bad-input test changes next)."""
     for name, (model, klass) in cases.items():
         lab.apply(tenant(namespace, name, model, klass))
     try:
@@ -210,8 +231,8 @@ def test_every_scheme_and_format_serves(
             assert loaded["reason"] == "ModelReady", (name, loaded)
     finally:
         for name in cases:
-            if name != "http-onnx":  # the bad-input test below changes this one
-                lab.kubectl("delete", "itn", name, "-n", namespace, "--wait=false", check=False)
+            if name != "http-onnx":
+                lab.kubectl("delete", "itn", name, "-n", namespace, "--wait=true", check=False)
 
 
 BAD_INPUTS = [

@@ -69,7 +69,7 @@ def test_a_node_path_is_read_under_the_host_root(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("files", "reason", "words"),
     [
-        ({"../evil.onnx": b"x"}, fetch.INVALID, "not a usable archive"),
+        ({"../evil.onnx": b"x"}, fetch.INVALID, "names a path outside it"),
         ({"a.onnx": b"x", "b.onnx": b"y"}, fetch.INVALID, "expected exactly one model.onnx"),
         ({"big.onnx": b"x" * 5000}, fetch.TOO_LARGE, "over the limit"),
     ],
@@ -110,3 +110,15 @@ def test_the_cli_puts_the_reason_first(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("edgetenant fetch: ModelNotFound: "), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_older_python_without_tar_filters_still_refuses_escapes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fetcher image's Debian Python (3.11.2) has no tarfile filters; a real kubelet found it."""
+    monkeypatch.delattr(tarfile, "data_filter")
+    archive = tar_gz(tmp_path / "m.tgz", {"m/model.onnx": b"g", "m/w.data": b"w"})
+    assert fetch.fetch_model(archive.as_uri(), tmp_path / "v", model_format="onnx").read_bytes() == b"g"
+    evil = tar_gz(tmp_path / "evil.tgz", {"/tmp/abs.onnx": b"x"})
+    with pytest.raises(fetch.FetchError, match="names a path outside it"):
+        fetch.fetch_model(evil.as_uri(), tmp_path / "w", model_format="onnx")

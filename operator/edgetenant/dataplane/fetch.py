@@ -39,6 +39,7 @@ import ssl
 import sys
 import tarfile
 import time
+import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -399,22 +400,32 @@ def _extract(uri: str, archive: Path, into: Path, max_bytes: int) -> None:
             entries = zipped.infolist()
             if (unpacked := sum(m.file_size for m in entries)) > max_bytes:
                 raise _too_large(uri, unpacked, max_bytes)
-            for member in entries:
-                if Path(member.filename).is_absolute() or ".." in Path(member.filename).parts:
-                    raise FetchError(
-                        f"{redact(uri)}: the archive names a path outside it: {member.filename}", INVALID
-                    )
+            for entry in entries:
+                _inside(uri, entry.filename)
             zipped.extractall(into)
         return
     try:
         with tarfile.open(archive) as tar:
-            members = tar.getmembers()
+            members = [m for m in tar.getmembers() if m.isfile() or m.isdir()]  # no links, no devices
             if (size := sum(m.size for m in members if m.isfile())) > max_bytes:
                 raise _too_large(uri, size, max_bytes)
-            # The "data" filter refuses absolute paths, "..", links out of the tree and device files.
-            tar.extractall(into, members=[m for m in members if m.isfile() or m.isdir()], filter="data")
+            for member in members:
+                _inside(uri, member.name)
+            # Python 3.11.4+ also filters ("data": no absolute paths, no "..", sane modes); the fetcher
+            # image's Debian Python 3.11.2 predates it, and the checks above are what matters.
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(into, members=members, filter="data")
+            else:
+                tar.extractall(into, members=members)
     except (tarfile.TarError, OSError) as exc:
         raise FetchError(f"{redact(uri)}: not a usable archive: {exc}", INVALID) from None
+
+
+def _inside(uri: str, name: str) -> None:
+    """Refuse an archive member that would land outside the directory it is unpacked into."""
+    path = Path(name)
+    if path.is_absolute() or ".." in path.parts:
+        raise FetchError(f"{redact(uri)}: the archive names a path outside it: {name}", INVALID)
 
 
 def _copy_tree(uri: str, source: Path, into: Path, max_bytes: int) -> None:
@@ -611,13 +622,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.backend == "python":
             print(f"installed shim {install_shim(model_format, dest.parent)}")
     except FetchError as exc:
-        # The reason first: the operator reads it from the termination message (ModelLoaded's reason).
-        message = f"edgetenant fetch: {exc.reason}: {exc}"
-        print(message, file=sys.stderr)
-        with suppress(OSError):
-            TERMINATION_LOG.write_text(message + "\n")
-        return 1
+        return _fail(exc.reason, str(exc))
+    except Exception as exc:  # a bug: still one line with a reason for the tenant's status
+        traceback.print_exc()
+        return _fail(FETCH_FAILED, f"{redact(args.uri)}: unexpected {type(exc).__name__}: {exc}")
     return 0
+
+
+def _fail(reason: str, what: str) -> int:
+    # The reason first: the operator reads it from the termination message (ModelLoaded's reason).
+    message = f"edgetenant fetch: {reason}: {what}"
+    print(message, file=sys.stderr)
+    with suppress(OSError):
+        TERMINATION_LOG.write_text(message + "\n")
+    return 1
 
 
 if __name__ == "__main__":

@@ -280,6 +280,9 @@ def fetcher_container(
         "args": args,
         "securityContext": security,
         "volumeMounts": mounts,
+        # The fetcher writes its one-line error to /dev/termination-log; should it die before
+        # (a crash), the kubelet takes the log's tail instead, so the status still says why.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if model.credentials_secret:
         # Not optional: a missing Secret stops the pod at CreateContainerConfigError, which the
