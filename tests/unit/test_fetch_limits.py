@@ -59,6 +59,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         elif path == "/private.onnx":
             expected = "Basic " + base64.b64encode(f"alice:{SECRET}".encode()).decode()
             self._send(200, MODEL) if self.headers.get("Authorization") == expected else self._send(401, b"")
+        elif path == "/bearer.onnx":
+            good = self.headers.get("Authorization") == f"Bearer {SECRET}"
+            self._send(200, MODEL) if good else self._send(403, b"")
         elif path == "/redirect":
             self.send_response(302)
             self.send_header("Location", "/model.onnx")
@@ -140,6 +143,22 @@ def test_userinfo_authenticates_but_is_not_sent_on_a_redirect(tmp_path: Path, se
     fetch.fetch(url(server, "/redirect", f"alice:{SECRET}@"), tmp_path / "b.onnx", retries=0)
     assert server.seen["/redirect"] is not None
     assert server.seen["/model.onnx"] is None  # urllib would copy an ordinary header to any host
+
+
+def test_credentials_from_the_secret_authenticate_and_a_refusal_says_so(
+    tmp_path: Path, server: Server
+) -> None:
+    """What the tenant's credentialsSecret gives the fetcher (EDGETENANT_CREDENTIAL_* env)."""
+    prefix = fetch.CREDENTIAL_ENV_PREFIX
+    basic = fetch.Credentials.from_env({f"{prefix}username": "alice", f"{prefix}password": SECRET})
+    fetch.fetch(url(server, "/private.onnx"), tmp_path / "a.onnx", retries=0, credentials=basic)
+    assert (tmp_path / "a.onnx").read_bytes() == MODEL
+    bearer = fetch.Credentials.from_env({f"{prefix}token": SECRET})
+    fetch.fetch(url(server, "/bearer.onnx"), tmp_path / "b.onnx", retries=0, credentials=bearer)
+    with pytest.raises(fetch.FetchError, match="HTTP 401") as denied:
+        fetch.fetch(url(server, "/private.onnx"), tmp_path / "c.onnx", retries=0)
+    assert denied.value.reason == fetch.ACCESS_DENIED
+    assert not (tmp_path / "c.onnx").exists()
 
 
 @pytest.mark.parametrize(
