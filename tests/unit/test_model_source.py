@@ -23,12 +23,16 @@ REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
 
-def klass() -> AcceleratorClass:
-    doc = yaml.safe_load((REPO / "manifests" / "acceleratorclasses" / "x86-cpu.yaml").read_text())
+def klass(name: str = "x86-cpu") -> AcceleratorClass:
+    doc = yaml.safe_load((REPO / "manifests" / "acceleratorclasses" / f"{name}.yaml").read_text())
     return AcceleratorClass.model_validate(doc)
 
 
 def pod_spec(**model: Any) -> dict[str, Any]:
+    return pod_spec_for("x86-cpu", **model)
+
+
+def pod_spec_for(class_name: str, **model: Any) -> dict[str, Any]:
     tenant = InferenceTenant.model_validate(
         {
             "apiVersion": "edgetenant.io/v1alpha1",
@@ -38,7 +42,7 @@ def pod_spec(**model: Any) -> dict[str, Any]:
         }
     )
     objects = render_all(
-        tenant, klass(), "edge-local", 1, RenderSettings(model_max_mib=100), admin_key="k" * 16
+        tenant, klass(class_name), "edge-local", 1, RenderSettings(model_max_mib=100), admin_key="k" * 16
     )
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     spec: dict[str, Any] = deployment["spec"]["template"]["spec"]

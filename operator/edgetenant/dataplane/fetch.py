@@ -573,6 +573,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", default="1")
     parser.add_argument("--format", choices=sorted(DEFAULT_FILENAMES), help="default: from the file suffix")
     parser.add_argument("--backend", default="", help="'python' also installs the shim as model.py")
+    parser.add_argument(
+        "--shim",
+        choices=sorted(SHIMS),
+        help="the shim to install (default: the format's; OpenVINO's reads ONNX too)",
+    )
     parser.add_argument("--sha256", help="expected sha256 of the model file (of the archive, for an archive)")
     parser.add_argument("--pvc-root", type=Path, default=Path(os.environ.get("EDGETENANT_PVC_ROOT", "/pvc")))
     parser.add_argument(
@@ -620,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         size = dest.stat().st_size
         print(f"fetched {redact(args.uri)} -> {dest} ({size} bytes; {', '.join(files)}; {took:.1f}s)")
         if args.backend == "python":
-            print(f"installed shim {install_shim(model_format, dest.parent)}")
+            print(f"installed shim {install_shim(args.shim or model_format, dest.parent)}")
     except FetchError as exc:
         return _fail(exc.reason, str(exc))
     except Exception as exc:  # a bug: still one line with a reason for the tenant's status

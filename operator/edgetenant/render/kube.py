@@ -58,7 +58,7 @@ TEMPLATE_ANNOTATION: Final = "edgetenant.io/template-hash"
 
 
 # Backend parameters edgetenant reads itself; the others go into the Triton model config.
-EDGETENANT_PARAMETERS: Final = frozenset({"threadsPerInstance", "tritonVersion"})
+EDGETENANT_PARAMETERS: Final = frozenset({"threadsPerInstance", "tritonVersion", "shim"})
 # `--metrics-config` (summary latencies, hence p95) came with Triton 2.33 (23.04). A class whose image
 # pins an older Triton (`tritonVersion`, e.g. 2.19.0 on JetPack 4) must not pass it: Triton refuses
 # unknown flags and the pod would never start.
@@ -246,9 +246,13 @@ def fetcher_container(
     settings: RenderSettings,
     model_file: str,
     backend: str,
+    *,
     security: dict[str, Any],
+    shim: str | None = None,
 ) -> dict[str, Any]:
-    """The init container that puts the model into the repository (`edgetenant.dataplane.fetch`)."""
+    """The init container that puts the model into the repository (`edgetenant.dataplane.fetch`);
+    `shim`: the Python-backend shim to install when not the format's own (the class's `shim`
+    parameter: ONNX on an NCS2 runs in OpenVINO's)."""
     model = tenant.spec.model
     max_mib = model.max_size_mib or settings.model_max_mib
     args = [
@@ -258,6 +262,8 @@ def fetcher_container(
         f"--backend={backend}",
         f"--max-bytes={max_mib << 20}",
     ]
+    if backend == "python" and shim:
+        args.append(f"--shim={shim}")
     mounts: list[dict[str, Any]] = [{"name": "model-repository", "mountPath": MODEL_REPOSITORY}]
     parsed = urllib.parse.urlsplit(model.uri)
     if model.sha256:
@@ -361,7 +367,14 @@ def render_deployment(
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 30,
         "initContainers": [
-            fetcher_container(tenant, settings, model_file, backend.backend, container_security)
+            fetcher_container(
+                tenant,
+                settings,
+                model_file,
+                backend.backend,
+                security=container_security,
+                shim=backend.parameters.get("shim"),
+            )
         ],
         "containers": [
             {
