@@ -222,6 +222,23 @@ def test_queueing_that_breaks_the_slo_below_saturation_climbs_and_keeps_a_step_t
     assert kept.state.knee is None
 
 
+def test_a_latency_probe_that_serves_more_is_kept_and_one_that_helps_nothing_says_so() -> None:
+    """Seen in the demo: +118.8 % throughput was stepped back as "gained nothing" because p95 (the
+    latency probe's measure) did not fall; serving more is a gain, and the words must fit the rule."""
+    state = initial_state(TunerConfig(initial=1, max=4, slo_p95_ms=50))
+    slow = Signals(at=at(10), window_s=WINDOW, throughput=4, queue_ms=60, compute_ms=20, latency_p95_ms=120)
+    up = step(state, slow, at(10))
+    assert up.state.probe is not None and up.state.probe.goal == "latency"
+    more = Signals(at=at(20), window_s=WINDOW, throughput=8.7, queue_ms=60, compute_ms=20, latency_p95_ms=125)
+    kept = step(up.state, more, at(20))
+    assert kept.action is not Action.STEP_BACK and "kept 2 instances" in kept.reason, kept.reason
+    assert kept.target >= 2
+    same = Signals(at=at(20), window_s=WINDOW, throughput=4, queue_ms=60, compute_ms=20, latency_p95_ms=121)
+    back = step(up.state, same, at(20))
+    assert back.action is Action.STEP_BACK
+    assert "cut neither p95 nor queueing" in back.reason and "gained nothing" not in back.reason
+
+
 def test_holds_at_the_knee_until_the_reprobe_time() -> None:
     cfg = TunerConfig(max=8, reprobe_after_s=300)
     state = initial_state(cfg).model_copy(update={"current": 2, "knee": 2, "knee_at": at(0)})

@@ -454,20 +454,26 @@ def _judge_probe(
             + (f", ceiling {ceiling}" if probe.kind == "concurrency" else ""),
         )
 
+    useless_why = f"gained nothing beyond the {cfg.dead_band:.0%} dead band"
     if probe.goal == "latency":
-        # Climbed to cut queueing under the SLO: judge by p95, and never accept a throughput loss.
+        # Climbed to cut queueing under the SLO: a step helps if it cut p95 or served more (a saturated
+        # device drains its queue), and never if it lost throughput.
         old_p95, new_p95 = probe.baseline_p95_ms, signals.latency_p95_ms
-        helped = old_p95 is not None and new_p95 is not None and new_p95 < old_p95 * (1 - cfg.dead_band)
-        useless = not helped or gain < -cfg.dead_band
+        cut_p95 = old_p95 is not None and new_p95 is not None and new_p95 < old_p95 * (1 - cfg.dead_band)
+        useless = gain < -cfg.dead_band or not (cut_p95 or gain >= cfg.dead_band)
         if useless and old_p95 is not None and new_p95 is not None:
             measured = f"p95 {old_p95:.1f} -> {new_p95:.1f} ms, {measured}"
+        if gain < -cfg.dead_band:
+            useless_why = f"lost throughput beyond the {cfg.dead_band:.0%} dead band"
+        else:
+            useless_why = f"cut neither p95 nor queueing beyond the {cfg.dead_band:.0%} dead band"
     else:
         useless = gain < cfg.dead_band
     if broke_slo or useless:
         why = (
             f"broke the p95 SLO ({signals.latency_p95_ms:.1f} > {cfg.slo_p95_ms:.0f} ms)"
             if broke_slo
-            else f"gained nothing beyond the {cfg.dead_band:.0%} dead band"
+            else useless_why
         )
         if probe.kind == "concurrency":
             knee_state = cleared.model_copy(update={"knee": probe.from_concurrency, "knee_at": now})
