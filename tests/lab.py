@@ -55,6 +55,7 @@ class Lab:
     bin_dir: Path
     prometheus_url: str
     dir: Path
+    node_mode: str = "process"  # how edge-local runs pods: process (localnode.py) or kubelet
 
     def kubectl(
         self, *args: str, input_text: str | None = None, check: bool = True, kubeconfig: Path | None = None
@@ -84,6 +85,7 @@ class Lab:
             bin_dir=Path(env["EDGETENANT_LAB_BIN"]),
             prometheus_url=env["EDGETENANT_PROMETHEUS_URL"],
             dir=Path(env["EDGETENANT_LAB_DIR"]),
+            node_mode=env.get("EDGETENANT_LAB_NODE", "process"),
         )
 
     def add_node(self, name: str, labels: dict[str, str], capacity: dict[str, str]) -> None:

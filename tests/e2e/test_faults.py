@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.support import triton_pids
+from tests.e2e.support import serving_pods, triton_pids
 from tests.lab import LAB, Lab, OperatorProcess, lab_env, wait_for
 
 MODEL = "faults-mobilenet"
@@ -178,17 +178,17 @@ def live_instance_count(pod_ip: str) -> int:
 def test_a_killed_triton_comes_back_with_the_tuned_instance_count(
     lab: Lab, namespace: str, operator: OperatorProcess, serving: dict[str, Any]
 ) -> None:
-    pods = lab.get_json("pods", "-n", namespace, "-l", f"edgetenant.io/tenant={MODEL}")["items"]
-    ip = next(
-        p["status"]["podIP"]
-        for p in pods
-        if p["status"].get("podIP") and not p["metadata"].get("deletionTimestamp")
-    )
-    old = triton_pids(ip)
+    pod = serving_pods(lab, namespace, MODEL)[0]
+    ip, name = pod["status"]["podIP"], pod["metadata"]["name"]
+    old = triton_pids(lab, namespace, name)
     assert old, f"no tritonserver process serves {ip}"
-    os.kill(old[0], signal.SIGKILL)
+    os.kill(old[0], signal.SIGKILL)  # the container's first process: Triton itself
     killed = time.monotonic()
-    wait_for("a new tritonserver", lambda: (new := triton_pids(ip)) and new != old, timeout=90)
+    wait_for(
+        "a new tritonserver",
+        lambda: (new := triton_pids(lab, namespace, name)) and set(new).isdisjoint(old),
+        timeout=90,
+    )
     wait_for(
         "Ready again", lambda: condition(status_of(lab, namespace, MODEL), "Ready") == "True", timeout=120
     )
@@ -224,7 +224,10 @@ def test_node_loss_and_return(
     lab: Lab, namespace: str, operator: OperatorProcess, serving: dict[str, Any]
 ) -> None:
     before = children(lab, namespace)
-    lab_cli("stop", "kwok")  # every lab node stops sending heartbeats
+    # Every lab node stops sending heartbeats: KWOK's, and the real kubelet of edge-local.
+    stopped = ["kwok", "kubelet"] if lab.node_mode == "kubelet" else ["kwok"]
+    for component in stopped:
+        lab_cli("stop", component)
     try:
         wait_for(
             "edge-local NotReady",
@@ -243,7 +246,8 @@ def test_node_loss_and_return(
             "a lost node must not delete the workload"
         )
     finally:
-        lab_cli("start", "kwok")
+        for component in stopped:
+            lab_cli("start", component)
     back = time.monotonic()
     wait_for(
         "Ready again on edge-local",

@@ -6,6 +6,7 @@ leaves no process or object behind."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 
 from edgetenant.adapters.triton import TritonAdapter
 from edgetenant.profiling.loadgen import run_load
-from tests.e2e.support import triton_pids
+from tests.e2e.support import POD_RANGES, alive, serving_pods, triton_pids
 from tests.lab import Lab, OperatorProcess, lab_env, wait_for
 
 MODEL = "mobilenet-v2-e2e"
@@ -88,7 +89,7 @@ def test_real_inferences_succeed_through_what_the_operator_rendered(
     lab: Lab, namespace: str, ready_tenant: Any
 ) -> None:
     ip = pod_ip(lab, namespace)
-    assert ip.startswith("127.")
+    assert ipaddress.ip_address(ip) in POD_RANGES[lab.node_mode], f"a pod IP of the {lab.node_mode} node"
     result = asyncio.run(run_load(f"http://{ip}:8000", MODEL, concurrency=2, requests=40))
     assert result.errors == 0, result.error_samples
     assert result.requests == 40
@@ -189,8 +190,12 @@ def test_metrics_reach_prometheus_through_kubernetes_discovery(
 
 
 def test_deleting_everything_leaves_no_process_or_object(lab: Lab, namespace: str, ready_tenant: Any) -> None:
-    ip = pod_ip(lab, namespace)
-    assert triton_pids(ip), "the real local node runs Triton for the pod"
+    pids = [
+        pid
+        for pod in serving_pods(lab, namespace, MODEL)
+        for pid in triton_pids(lab, namespace, pod["metadata"]["name"])
+    ]
+    assert pids, "the lab's node runs Triton for the pod"
     lab.kubectl("delete", "itn", "--all", "-n", namespace)
     for kind in ("deployments", "services", "configmaps", "pods"):
         wait_for(
@@ -202,4 +207,4 @@ def test_deleting_everything_leaves_no_process_or_object(lab: Lab, namespace: st
             ),
             timeout=90,
         )
-    wait_for("the Triton process to stop", lambda: not triton_pids(ip), timeout=60)
+    wait_for("the Triton processes to stop", lambda: not alive(pids), timeout=60)
