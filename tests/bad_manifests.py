@@ -151,6 +151,11 @@ CASES: list[BadCase] = [
         ("spec.model.uri", "file:///<path>"),
     ),
     BadCase(
+        "file-uri-with-backsteps",
+        tenant("file-backsteps", _model(uri="file:///models/../etc/m.onnx")),
+        ("spec.model.uri", "may not contain '..' segments"),
+    ),
+    BadCase(
         "s3-without-endpoint",
         tenant("s3-no-endpoint", _model(uri="s3://models/mobilenet_v2.onnx")),
         ("spec.model.s3Endpoint", "model.s3Endpoint is required with an s3:// model.uri"),

@@ -130,17 +130,18 @@ peer = st.one_of(
     st.fixed_dictionaries({"namespaceSelector": selector}, optional={"podSelector": selector}),
     st.fixed_dictionaries({"podSelector": selector}),
 )
-# Any unicode after the scheme (control characters included), but a first character CEL's `.` matches;
-# often as long as the schema allows (2,048), made of one drawn character.
+# Any unicode after the scheme's prefix (control characters included), but a first character CEL's `.`
+# matches, and no "@" (the schema refuses credentials in a URI); often as long as the schema allows
+# (2,048), made of one drawn character. Each prefix is what its scheme's rule wants (pvc:// a claim and
+# a path, file:// an absolute path).
+_no_at = st.characters(exclude_characters="@", exclude_categories=("Cs",))
 uri = st.builds(
-    lambda scheme, first, rest: f"{scheme}://{first}{rest}"[:2048],
-    st.sampled_from(["http", "https", "pvc", "file", "oci"]),
-    st.characters(exclude_characters="\n\r\x85\u2028\u2029", exclude_categories=("Cs",)),
+    lambda prefix, first, rest: f"{prefix}{first}{rest}"[:2048],
+    st.sampled_from(["http://", "https://", "oci://", "file:///", "pvc://model-store/", "pvc://a.b/"]),
+    st.characters(exclude_characters="\n\r\x85\u2028\u2029@", exclude_categories=("Cs",)),
     st.one_of(
-        st.text(st.characters(exclude_categories=("Cs",)), max_size=24),
-        st.builds(
-            lambda c, n: c * n, st.characters(exclude_categories=("Cs",)), st.sampled_from((1000, 2040))
-        ),
+        st.text(_no_at, max_size=24),
+        st.builds(lambda c, n: c * n, _no_at, st.sampled_from((1000, 2040))),
     ),
 )
 toleration = st.one_of(
@@ -179,6 +180,12 @@ def spec(draw: st.DrawFn, site: str) -> dict[str, Any]:
         model["name"] = draw(st.sampled_from(MODEL_NAMES))
     if draw(st.booleans()):
         model["memoryHintMiB"] = draw(st.sampled_from([1, 2, 1048576]) | st.integers(1, 1048576))
+    if draw(st.booleans()):
+        model["sha256"] = draw(st.text("0123456789abcdef", min_size=64, max_size=64))
+    if draw(st.booleans()):
+        model["maxSizeMiB"] = draw(st.sampled_from([1, 1048576]) | st.integers(1, 1048576))
+    if draw(st.booleans()):
+        model["credentialsSecret"] = draw(st.sampled_from(["s", "model-pull", "a.b-c", "x" * 253]))
     batching: dict[str, Any] = {
         "mode": draw(st.sampled_from(["Auto", "Disabled"] + (["Fixed"] if batch else [])))
     }

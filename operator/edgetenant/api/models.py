@@ -282,6 +282,12 @@ class ModelSource(ApiModel):
             on="uri",
         ),
         CelRule(
+            # The pod's hostPath volume may not step back (the API server refuses the Deployment).
+            rule="!self.startsWith('file://') || !self.matches('/[.][.](/|$)')",
+            message="a file:// model.uri may not contain '..' segments",
+            on="uri",
+        ),
+        CelRule(
             rule="!self.startsWith('s3://') || self.matches('^s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9]/.+')",
             message="an s3:// model.uri is s3://<bucket>/<key>",
             on="uri",
