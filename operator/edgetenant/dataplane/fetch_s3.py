@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from edgetenant.dataplane.fetch import INVALID, Credentials, FetchError, download, redact
+from edgetenant.dataplane.fetch import INVALID, Credentials, FetchError, companion_uri, download, redact
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
@@ -131,12 +131,8 @@ def fetch_s3(
     if not name or name.startswith(".") or ".." in name:
         raise FetchError(f"{redact(uri)}: the key does not end in a plain file name", INVALID)
     keys = [key]
-    if model_format == "openvino":
-        if not key.endswith(".xml"):
-            raise FetchError(
-                f"{redact(uri)}: format openvino names the IR's .xml (its .bin beside it)", INVALID
-            )
-        keys.insert(0, key[: -len(".xml")] + ".bin")  # first: the .xml never stands without its weights
+    if (companion := companion_uri(uri, model_format)) is not None:
+        keys.insert(0, parse_s3_uri(companion)[1])  # first: the .xml never stands without its weights
     context = credentials.ssl_context() if base.startswith("https:") else None
     left = max_bytes
     for each in keys:
