@@ -16,6 +16,7 @@ import re
 import socket
 import struct
 import sys
+import urllib.parse
 from pathlib import Path
 from types import ModuleType
 
@@ -190,3 +191,25 @@ def test_the_cluster_dns_answers_only_the_kubernetes_service() -> None:
     for name in ("example.com", "registry-1.docker.io", "kubernetes.default.svc.cluster.local.evil"):
         assert struct.unpack("!H", forward.dns_answer(dns_query(name))[2:4])[0] & 0xF == 3, name
     assert forward.dns_answer(b"\x00\x01") is None  # not a query
+
+
+# Never fetched in the lab: its class (coral-edgetpu) is offered only by a simulated node, whose pods
+# KWOK marks Running without running any container; on a user's cluster it is the model's public home.
+NEVER_FETCHED = {"github.com"}
+
+
+def test_every_model_the_demo_and_samples_fetch_is_a_lab_address(netns: ModuleType) -> None:
+    """Models come from the lab's stores at the node address, which exists only inside the lab's
+    namespace (the host would route 10.42.0.1 out of the machine): only pods and tests there use it."""
+    sources = []
+    for path in [*(REPO / "hack" / "demo").glob("*.yaml"), *(REPO / "manifests" / "samples").glob("*.yaml")]:
+        for doc in yaml.safe_load_all(path.read_text()):
+            model = ((doc or {}).get("spec") or {}).get("model") or {}
+            sources += [(path.name, model[key]) for key in ("uri", "s3Endpoint") if key in model]
+    assert len(sources) >= 10
+    for where, source in sources:
+        host = urllib.parse.urlsplit(source).hostname or ""
+        if host in NEVER_FETCHED:
+            continue
+        address = ipaddress.ip_address(host)
+        assert address.is_loopback or host == netns.NODE_IP, f"{where}: {source} is not a lab address"
