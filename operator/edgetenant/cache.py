@@ -49,6 +49,9 @@ class ClusterCache:
     pods: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # tenant key -> pod name -> pod
     # tenant key -> why its Deployment cannot create pods (ReplicaFailure: admission refused them)
     pod_refusals: dict[str, str] = field(default_factory=dict)
+    # "namespace/pod" -> the last OOM kill of one of its processes that no container status shows
+    # (cgroup v1: the kernel kills a process, not the container; the tuning loop reads it from cAdvisor)
+    process_ooms: dict[str, str] = field(default_factory=dict)
 
     def pods_of(self, key: str) -> list[dict[str, Any]]:
         return list(self.pods.get(key, {}).values())
@@ -82,6 +85,7 @@ class ClusterCache:
         key = f"{meta.get('namespace')}/{tenant}"
         if deleted:
             self.pods.get(key, {}).pop(meta["name"], None)
+            self.process_ooms.pop(f"{meta.get('namespace')}/{meta['name']}", None)
             if not self.pods.get(key):
                 self.pods.pop(key, None)
         else:

@@ -417,7 +417,7 @@ class Reconciler:
             ready, message = await model_ready(
                 f"http://{ip}:{HTTP_PORT}", model, self.settings.triton_timeout_s
             )
-        oom = oom_killed(pod)
+        oom = oom_killed(pod) or self.cache.process_ooms.get(f"{meta.get('namespace')}/{meta['name']}", "")
         if oom and not ready:
             message = f"{oom}; {message}"
         return PodView(

@@ -13,9 +13,11 @@ interval Prometheus really uses for the tenant's pods (from its targets API), so
 15-60 s scrapes as well as the lab's 2 s (docs/tuning.md).
 
 Tuning state is kept per tenant UID: a tenant deleted and created again under the same name starts
-afresh. A kernel OOM kill of a tenant's Triton (as the kubelet reports it) backs the instance count
-off below the count that was killed, records it as the ceiling, and lowers the ConfigMap, so the
-restarted container fits and the crash loop ends.
+afresh. A kernel OOM kill of a tenant's Triton backs the instance count off below the count that was
+killed, records it as the ceiling, and lowers the ConfigMap, so the restarted container fits and the
+crash loop ends. The kubelet reports a killed container; a killed process inside a living container
+(cgroup v1 kills the biggest process, a Python-backend stub) only cAdvisor's counter shows, read from
+Prometheus: then the model is loaded again at the lower count on that pod, as no restart will.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import pydantic
 
 from edgetenant.adapters import prometheus
 from edgetenant.api.models import AcceleratorClass, ConcurrencyMode, InferenceTenant
-from edgetenant.cache import ClusterCache
+from edgetenant.cache import ClusterCache, pod_ready
 from edgetenant.errors import EdgeTenantError
 from edgetenant.metrics import TENANT_CONCURRENCY, TUNING_DECISIONS
 from edgetenant.render.kube import GRPC_PORT, HTTP_PORT, served_model_name, triton_spec
@@ -113,6 +115,37 @@ def oom_kills(pods: list[dict[str, Any]]) -> list[tuple[str, str]]:
                 )
                 kills.append((identity, message))
     return kills
+
+
+def process_oom_kills(counts: dict[str, int], pods: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(identity, message, pod name) of the kernel's OOM kills of a process inside a Triton container
+    that lives on, from cAdvisor's per-pod counts (pure). A pod whose container status reports an
+    OOMKilled termination is left to `oom_kills`: on cgroup v2 the counter counts the same kills."""
+    kills = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        name = str(meta.get("name", ""))
+        count = counts.get(name, 0)
+        if count <= 0 or oom_kills([pod]):
+            continue
+        message = (
+            f"the kernel OOM-killed a process in container triton of pod {name} ({count} time(s) so far) "
+            "for going over its memory limit; the container lives on (cgroup v1 kills one process, "
+            "here a Python-backend stub), so the model instances it ran failed"
+        )
+        kills.append((f"{meta.get('uid')}/process/{count}", message, name))
+    return kills
+
+
+def unready_running(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pods that run but do not serve (pure): where a process OOM kill would show."""
+    return [
+        p
+        for p in pods
+        if (p.get("status") or {}).get("phase") == "Running"
+        and not pod_ready(p)
+        and not p["metadata"].get("deletionTimestamp")
+    ]
 
 
 def profile_body(
@@ -267,7 +300,7 @@ class TuningDriver:
         if not target_placement or not loaded or klass_body is None or not endpoints:
             return None  # nothing serves yet: nothing to tune (and no reason to ask Prometheus)
         namespace, name = str(tenant.metadata.namespace), str(tenant.metadata.name)
-        pod_regex = f"{name}-[a-z0-9]+-[a-z0-9]+"
+        pod_regex = tenant_pod_regex(name)
         scrape_s, told = await self.scrape_interval(uid, namespace, pod_regex)
         state = self.state_for(uid, tenant, status, scrape_s)
         try:
@@ -336,15 +369,18 @@ class TuningDriver:
     ) -> bool:
         """Act once on each new kernel OOM kill of the tenant's Triton; True when one was handled."""
         seen = self.ooms_seen.setdefault(uid, set())
-        fresh = [
-            (identity, message)
-            for identity, message in oom_kills(self.cache.pods_of(key))
-            if identity not in seen
-        ]
+        pods = self.cache.pods_of(key)
+        fresh = [(identity, message) for identity, message in oom_kills(pods) if identity not in seen]
+        processes = [kill for kill in await self.process_ooms(tenant, pods) if kill[0] not in seen]
+        namespace = str(tenant.metadata.namespace)
+        for _, message, pod in processes:
+            self.cache.process_ooms[f"{namespace}/{pod}"] = message  # the reconciler's ModelLoaded says it
+        fresh += [(identity, message) for identity, message, _ in processes]
         if not fresh:
             return False
         seen.update(identity for identity, _ in fresh)
         if tenant.spec.concurrency.mode == ConcurrencyMode.FIXED:
+            self.wake(key)
             return False  # the count is the user's; status shows the kill (ModelLoaded) and they decide
         running = int((status.get("concurrency") or {}).get("current") or state.current)
         message = fresh[-1][1]
@@ -356,7 +392,57 @@ class TuningDriver:
             await self.writer.event(body, "Warning", "OOMKilled", decision.reason)
         self.wake(key)  # the ConfigMap gets the lower count before the container restarts again
         log.warning("%s: %s", key, decision.reason)
+        killed_in = {pod for _, _, pod in processes}
+        ips = [
+            str(p["status"]["podIP"])
+            for p in pods
+            if p["metadata"]["name"] in killed_in and (p.get("status") or {}).get("podIP")
+        ]
+        await self.reload(tenant, status, decision.state, ips)
         return True
+
+    async def process_ooms(
+        self, tenant: InferenceTenant, pods: list[dict[str, Any]]
+    ) -> list[tuple[str, str, str]]:
+        """OOM kills of a process inside a living Triton container (from cAdvisor through Prometheus).
+        Asked only while a pod runs without serving: a healthy tenant costs no query."""
+        if not unready_running(pods):
+            return []
+        query = prometheus.SignalQuery(
+            model="",
+            labels={"namespace": str(tenant.metadata.namespace)},
+            label_regexes={"pod": tenant_pod_regex(str(tenant.metadata.name))},
+        )
+        try:
+            counts = await prometheus.read_oom_events(self.prometheus, query)
+        except EdgeTenantError:
+            return []  # Prometheus away: the kill is seen once it answers again
+        return process_oom_kills(counts, pods)
+
+    async def reload(
+        self, tenant: InferenceTenant, status: dict[str, Any], state: TunerState, ips: list[str]
+    ) -> None:
+        """Load the model again at the state's instance count where a process OOM kill left it failed: the
+        container did not restart, so it would not read the lowered ConfigMap by itself."""
+        klass_body = self.cache.classes.get((status.get("targetPlacement") or {}).get("acceleratorClass", ""))
+        if not ips or klass_body is None:
+            return
+        from edgetenant.adapters.triton import load_model_at  # noqa: PLC0415  (tritonclient is heavy)
+
+        try:
+            spec = triton_spec(tenant, AcceleratorClass.model_validate(klass_body), state.current)
+        except (pydantic.ValidationError, ValueError):
+            return
+        config = render_from_spec(spec)(state.current, state.batching)
+        triton_key = await self.admin_key(tenant)
+        model = served_model_name(tenant)
+        for ip in ips:
+            try:
+                await load_model_at(f"grpc://{ip}:{GRPC_PORT}", model, config=config, admin_key=triton_key)
+            except EdgeTenantError as error:
+                log.info(
+                    "%s: loading again at %d instance(s) on %s failed: %s", model, state.current, ip, error
+                )
 
     async def record(
         self, key: str, uid: str, tenant: InferenceTenant, decision: Decision, placement: dict[str, Any]
@@ -391,6 +477,11 @@ class TuningDriver:
             self.learned_seen[uid] = learned
         except EdgeTenantError as error:
             log.warning("could not record the learned profile of %s: %s", tenant.key, error)
+
+
+def tenant_pod_regex(name: str) -> str:
+    """The tenant's pods by name (its Deployment's ReplicaSet hash and the pod suffix)."""
+    return f"{name}-[a-z0-9]+-[a-z0-9]+"
 
 
 def _uid(body: dict[str, Any]) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import urllib.parse
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +15,9 @@ from tests.node.support import condition, events, status_of, tenant
 
 NAME = "resnet50-too-small"
 # cgroup v1 (this machine's hybrid mode, and JetPack 4's Jetsons) has no group OOM kill: the kernel
-# kills the biggest process in the container, Triton's Python-backend stub, and Triton lives on.
-CGROUP_V1 = not Path("/sys/fs/cgroup/cgroup.controllers").exists()
+# kills the biggest process in the container, Triton's Python-backend stub, and Triton lives on, so
+# no container status says OOMKilled; the operator reads cAdvisor's counter from Prometheus then
+# (tuning_driver.process_oom_kills). On cgroup v2 the container is killed and the kubelet says so.
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +48,6 @@ def test_the_kernel_oom_kills_what_goes_over_the_limit(lab: Lab, namespace: str,
     assert condition(status, "Ready").get("status") != "True", "a model that does not fit is not served"
 
 
-@pytest.mark.xfail(
-    CGROUP_V1,
-    strict=True,
-    reason="on cgroup v1 the kernel kills Triton's Python-backend stub, not the container, so no "
-    "container status says OOMKilled; the operator reads only those (tuning_driver.oom_kills)",
-)
 def test_the_tenants_status_says_it_was_oom_killed(lab: Lab, namespace: str, too_small: str) -> None:
     def reported() -> dict[str, Any] | None:
         status = status_of(lab, namespace, too_small)

@@ -8,13 +8,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from edgetenant.adapters.prometheus import OOM_QUERY, SignalQuery
 from edgetenant.api.models import InferenceTenant
 from edgetenant.cache import ClusterCache
 from edgetenant.reconcile import MAX_BACKOFF_S, backoff_s
 from edgetenant.settings import Settings
 from edgetenant.tuning import Action, TunerConfig, TunerState, step
 from edgetenant.tuning.policy import ceiling_expires_at, out_of_memory
-from edgetenant.tuning_driver import TuningDriver, oom_kills
+from edgetenant.tuning_driver import (
+    TuningDriver,
+    oom_kills,
+    process_oom_kills,
+    tenant_pod_regex,
+    unready_running,
+)
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 PACKAGE = Path(__file__).resolve().parents[2] / "operator" / "edgetenant"
@@ -62,6 +69,39 @@ def test_each_oom_kill_has_its_own_identity() -> None:
     second = oom_kills([pod_with("OOMKilled", 2)])
     assert len(first) == 1 and first[0][0] != second[0][0]
     assert "going over its memory limit" in first[0][1]
+
+
+def test_a_process_oom_kill_counts_only_where_no_container_status_shows_one() -> None:
+    # cgroup v1: the kernel killed a stub; the container runs on, its status knows nothing.
+    living = {
+        "metadata": {"name": "t-abc-1", "uid": "p1"},
+        "status": {"containerStatuses": [{"name": "triton"}]},
+    }
+    first = process_oom_kills({"t-abc-1": 1}, [living])
+    second = process_oom_kills({"t-abc-1": 2}, [living])
+    assert [k[2] for k in first] == ["t-abc-1"] and first[0][0] != second[0][0]
+    assert "OOM-killed a process in container triton" in first[0][1]
+    # cgroup v2: the container itself was killed; oom_kills reports it, the counter would count it twice.
+    assert process_oom_kills({"t-abc-1": 1}, [pod_with("OOMKilled", 1)]) == []
+    # Counts of pods the tenant no longer has, and zero counts, are not kills.
+    assert process_oom_kills({"t-old-9": 3, "t-abc-1": 0}, [living]) == []
+
+
+def test_prometheus_is_asked_about_process_oom_kills_only_while_a_pod_runs_without_serving() -> None:
+    def pod(phase: str, ready: bool) -> dict[str, Any]:
+        conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
+        return {
+            "metadata": {"name": f"p-{phase}-{ready}"},
+            "status": {"phase": phase, "conditions": conditions},
+        }
+
+    pods = [pod("Running", True), pod("Running", False), pod("Pending", False)]
+    assert [p["metadata"]["name"] for p in unready_running(pods)] == ["p-Running-False"]
+    query = SignalQuery(model="", labels={"namespace": "ns"}, label_regexes={"pod": tenant_pod_regex("t")})
+    assert OOM_QUERY.format(sel=query.selector(with_model=False)) == (
+        "max by (pod) (container_oom_events_total"
+        '{namespace="ns",pod=~"t-[a-z0-9]+-[a-z0-9]+",container="triton"})'
+    )
 
 
 def tenant_body(uid: str) -> dict[str, Any]:

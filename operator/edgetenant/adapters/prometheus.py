@@ -48,6 +48,12 @@ DEVICE_QUERY: Final = "count by (device, runtime) (edgetenant_shim_device_info{{
 # and CPUs export nothing here, so it is optional.
 MEMORY_QUERY: Final = "sum(nv_gpu_memory_used_bytes{{{sel}}})"
 
+# The kernel's OOM kills in each pod's Triton container, as the kubelet's cAdvisor counts them
+# (kube-prometheus scrapes it). On cgroup v1 (JetPack 4 Jetsons, hybrid hosts) the kernel kills one
+# process of the container, Triton's Python-backend stub, not the container: no container status says
+# OOMKilled, and this counter is the only witness.
+OOM_QUERY: Final = 'max by (pod) (container_oom_events_total{{{sel},container="triton"}})'
+
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
@@ -196,6 +202,19 @@ async def read_signals(
 ) -> Signals:
     """``query_signals`` off the event loop."""
     return await asyncio.to_thread(query_signals, client, query, at=at)
+
+
+def query_oom_events(client: PrometheusConnect, query: SignalQuery) -> dict[str, int]:
+    """The kernel's OOM kills so far in each of the tenant's pods' Triton containers (pod -> count;
+    pods without any are left out). Blocking; MetricsUnavailable when Prometheus does not answer."""
+    result = _vector(client, OOM_QUERY.format(sel=query.selector(with_model=False)), datetime.now(UTC))
+    counts = {str(r["metric"].get("pod", "")): int(float(r["value"][1])) for r in result if r.get("metric")}
+    return {pod: count for pod, count in counts.items() if pod and count > 0}
+
+
+async def read_oom_events(client: PrometheusConnect, query: SignalQuery) -> dict[str, int]:
+    """``query_oom_events`` off the event loop."""
+    return await asyncio.to_thread(query_oom_events, client, query)
 
 
 def _vector(client: PrometheusConnect, promql: str, at: datetime) -> list[dict[str, Any]]:
