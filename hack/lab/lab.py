@@ -884,8 +884,19 @@ def ensure_images() -> list[Path]:
 
 
 DIST_IMAGES = REPO / "dist" / "images"
-# What the real node runs: tenants (Triton, the fetcher), the operator, the device plugin.
-NODE_IMAGES = ("tritonserver-cpu-shim", "model-fetcher", "operator", "device-plugin")
+# What the real node runs: tenants (Triton, the fetcher), the operator, the device plugin; the
+# stand-in classes' Triton images (OpenVINO and tflite-runtime on this CPU).
+NODE_IMAGES = (
+    "tritonserver-cpu-shim",
+    "tritonserver-openvino-cpu",
+    "tritonserver-tflite",
+    "model-fetcher",
+    "operator",
+    "device-plugin",
+)
+# The stand-in devices' plugin (one device each) and the resources it advertises on edge-local.
+STANDIN_PLUGIN = REPO / "hack/lab/standin-deviceplugin.yaml"
+STANDIN_RESOURCES = ("edgetenant.io/standin-ncs2", "edgetenant.io/standin-edgetpu")
 
 
 class ImageImport(threading.Thread):
@@ -927,7 +938,7 @@ def start_kubelet(
     state: LabState, commands: dict[str, list[str]], topology: Path, importer: ImageImport
 ) -> None:
     """The kubelet once the images are in; its Node gets the topology's labels, and the device
-    plugin's DaemonSet makes its slots allocatable."""
+    plugin's DaemonSets make its slots and the stand-in devices allocatable."""
     node = state.node
     with step("the real node: images from make images imported into containerd"):
         importer.join()
@@ -955,6 +966,15 @@ def start_kubelet(
             120,
             pid,
         )
+    with step("the real node: the stand-in devices (one NCS2 and one EdgeTPU stand-in, lab only)"):
+        kubectl(state, "apply", "--server-side", "--field-manager=edge-lab", "-f", str(STANDIN_PLUGIN))
+        for resource in STANDIN_RESOURCES:
+            wait_until(
+                f"{resource} allocatable on {realnode.NODE_NAME}",
+                lambda resource=resource: allocatable(state, realnode.NODE_NAME, resource) > 0,
+                120,
+                pid,
+            )
 
 
 def up(topology: Path, node_mode: str = DEFAULT_NODE_MODE) -> LabState:
