@@ -16,7 +16,7 @@ TEST_LAB_PORT_OFFSET ?= $(if $(EDGETENANT_LAB_DIR),$(or $(EDGETENANT_LAB_PORT_OF
 export ORT_DISABLE_TELEMETRY := 1
 TEST_LAB := EDGETENANT_LAB_DIR=$(TEST_LAB_DIR) EDGETENANT_LAB_PORT_OFFSET=$(TEST_LAB_PORT_OFFSET)
 
-.PHONY: help venv lint fmt crds chart tools lab-build dataplane-env images test test-unit test-ops test-cluster test-dataplane test-e2e test-images demo clean
+.PHONY: help venv lint fmt crds chart tools lab-build dataplane-env images test test-unit test-ops test-cluster test-dataplane test-e2e test-node test-images demo clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -59,7 +59,7 @@ images: venv ## Build the container images as OCI archives into dist/images/ (no
 	$(PY) hack/images/build.py build
 
 test: venv tools lab-build dataplane-env images ## Run every test tier (sets everything up first)
-	$(TEST_LAB) $(PYTEST) tests/unit tests/ops tests/cluster tests/dataplane tests/e2e tests/images
+	$(TEST_LAB) $(PYTEST) tests/unit tests/ops tests/cluster tests/dataplane tests/e2e tests/node tests/images
 
 test-unit: venv ## Pure unit tests (seconds)
 	$(PYTEST) tests/unit
@@ -67,19 +67,22 @@ test-unit: venv ## Pure unit tests (seconds)
 test-ops: venv tools ## Helm chart, alert rules (promtool), Argo CD and kstatus health, dashboard build
 	$(PYTEST) tests/ops
 
-test-cluster: venv tools lab-build dataplane-env ## Tests against the real control plane (and a serving tenant)
+test-cluster: venv tools lab-build dataplane-env images ## Tests against the real control plane (and a serving tenant)
 	$(TEST_LAB) $(PYTEST) tests/cluster
 
 test-dataplane: venv dataplane-env ## Tests against real Triton + Prometheus
 	$(TEST_LAB) $(PYTEST) tests/dataplane
 
-test-e2e: venv lab-build dataplane-env ## The whole loop
+test-e2e: venv lab-build dataplane-env images ## The whole loop on the lab's real node, the operator from its image
 	$(TEST_LAB) $(PYTEST) tests/e2e
+
+test-node: venv lab-build images ## The real node itself: the kernel's OOM kill, kubelet/device-plugin/operator restarts
+	$(TEST_LAB) $(PYTEST) tests/node
 
 test-images: venv lab-build images ## The built images, run with podman + runc as the manifests say
 	$(TEST_LAB) $(PYTEST) tests/images
 
-demo: venv lab-build dataplane-env ## The local edge lab, the operator, sample tenants, real inferences
+demo: venv lab-build dataplane-env images ## The local edge lab, the operator, sample tenants, real inferences
 	$(PY) hack/demo.py
 
 clean: ## Remove the virtualenv (caches outside the repo stay)

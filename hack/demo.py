@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "operator"))
 
 from edgetenant.profiling.loadgen import run_load  # noqa: E402
-from tests.lab import Lab, OperatorProcess, install, wait_for  # noqa: E402
+from tests.lab import InClusterOperator, Lab, install, wait_for  # noqa: E402
 
 NAMESPACE = "edge-demo"
 LOCAL = ("mobilenet-v2-local", "resnet18-local")
@@ -236,7 +236,7 @@ def run_demo(args: argparse.Namespace) -> int:
     console.rule("[bold]edgetenant demo")
     console.print(
         "Step 1/5: the local edge lab "
-        "(the first run builds Kubernetes and Prometheus from source: about 25 min on 2 cores)"
+        "(the first run builds Kubernetes, containerd and Prometheus from source: about 25 min on 2 cores)"
     )
     subprocess.run([sys.executable, str(REPO / "hack" / "lab" / "lab.py"), "up"], check=True)
     lab = Lab.from_env()
@@ -247,31 +247,13 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     install(lab)
     lab.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s")
-    kubeconfig = lab.service_account_kubeconfig(
-        "edgetenant-system", "edgetenant-operator", out / "operator.kubeconfig"
-    )
-    operator = OperatorProcess(
-        kubeconfig,
-        out / "operator.log",
-        {
-            "EDGETENANT_PROMETHEUS_URL": lab.prometheus_url,
-            "EDGETENANT_TUNE_INTERVAL_S": "6",
-            "EDGETENANT_RESYNC_S": "3",
-            "EDGETENANT_METRICS_PORT": "18088",
-        },
-    ).start()
-    assert operator.popen is not None
-    register = [
-        sys.executable,
-        str(REPO / "hack" / "lab" / "lab.py"),
-        "adopt",
-        "operator",
-        str(operator.popen.pid),
-    ]
-    subprocess.run(register, check=True)
+    with console.status("  the operator: scaling its Deployment up on edge-local (image from make images)"):
+        operator = InClusterOperator(
+            lab, {"EDGETENANT_TUNE_INTERVAL_S": "6", "EDGETENANT_RESYNC_S": "3"}
+        ).start()
     console.print(
-        f"  operator: this checkout, as the edgetenant-operator ServiceAccount "
-        f"(pid {operator.popen.pid}, log {out / 'operator.log'})"
+        f"  operator: in the cluster from its image, as the edgetenant-operator ServiceAccount "
+        f"(kubectl -n {operator.NAMESPACE} logs deploy/{operator.NAME})"
     )
 
     console.print("Step 3/5: the scenario: 7 image-classification tenants (hack/demo/scenario.yaml)")
@@ -361,8 +343,8 @@ def run_demo(args: argparse.Namespace) -> int:
     console.print(f"  plan:        .venv/bin/edgetenant plan --kubeconfig {lab.kubeconfig}")
     console.rule("[bold]still running")
     console.print(
-        f"  the lab ({lab.dir}): API server, Prometheus, the nodes; the operator (pid {operator.popen.pid}, "
-        f"tuning); {len(final)} tenants in namespace {NAMESPACE}, holding their devices"
+        f"  the lab ({lab.dir}): API server, Prometheus, the nodes; the operator's pod on edge-local "
+        f"(tuning); {len(final)} tenants in namespace {NAMESPACE}, holding their devices"
     )
     console.print("  stop all of it:  hack/lab/lab down   (make test runs in a lab of its own either way)")
     return 0

@@ -55,7 +55,7 @@ class Lab:
     bin_dir: Path
     prometheus_url: str
     dir: Path
-    node_mode: str = "process"  # how edge-local runs pods: process (localnode.py) or kubelet
+    node_mode: str = "kubelet"  # how edge-local runs pods: a real kubelet, or none (KWOK only)
 
     def kubectl(
         self, *args: str, input_text: str | None = None, check: bool = True, kubeconfig: Path | None = None
@@ -85,7 +85,7 @@ class Lab:
             bin_dir=Path(env["EDGETENANT_LAB_BIN"]),
             prometheus_url=env["EDGETENANT_PROMETHEUS_URL"],
             dir=Path(env["EDGETENANT_LAB_DIR"]),
-            node_mode=env.get("EDGETENANT_LAB_NODE", "process"),
+            node_mode=env.get("EDGETENANT_LAB_NODE", "kubelet"),
         )
 
     def add_node(self, name: str, labels: dict[str, str], capacity: dict[str, str]) -> None:
@@ -185,7 +185,9 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, interva
 
 
 class OperatorProcess:
-    """The operator, run from this checkout as its own process (images cannot be built here)."""
+    """The operator, run from this checkout as its own process: for the tiers that watch its
+    internals (profiles, debug endpoints, several replicas on one machine). The e2e tier and the demo
+    run it from its image instead (InClusterOperator)."""
 
     def __init__(
         self,
@@ -303,6 +305,16 @@ class InClusterOperator:
         os.kill(init, signal.SIGKILL)
         return init
 
+    def restarts(self) -> int:
+        """How often the kubelet restarted the operator's containers (a crash, a failed probe)."""
+        return sum(
+            int(c.get("restartCount", 0))
+            for p in self.pods()
+            for c in (p.get("status") or {}).get("containerStatuses") or []
+        )
+
     def log_tail(self, chars: int = 3000) -> str:
-        logs = self.deployment("logs", f"deployment/{self.NAME}", "--tail=200", check=False)
+        """The running replica's log (all of it when `chars` asks for more than 200 lines' worth)."""
+        lines = "-1" if chars > 50_000 else "200"
+        logs = self.deployment("logs", f"deployment/{self.NAME}", f"--tail={lines}", check=False)
         return (logs.stdout + logs.stderr)[-chars:]

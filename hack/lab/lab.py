@@ -69,10 +69,10 @@ MODEL_ARTIFACT_TYPE = "application/vnd.edgetenant.model.v1"
 S3_BUCKET = "models"
 REGISTRY_USER = "lab"
 S3_ACCESS_KEY = "edgetenant-lab"
-# How pods bound to the topology's real node run: a real kubelet (containerd, runc, CNI), the old
-# process harness localnode.py (KWOK gives the IPs; Triton runs as local processes), or not at all.
-NODE_MODES = ("kubelet", "process", "none")
-DEFAULT_NODE_MODE = os.environ.get("EDGETENANT_LAB_NODE", "process")
+# How pods bound to the topology's real node run: on a real kubelet (containerd, runc, CNI), or not at
+# all (KWOK keeps the node Ready and its pods never start: a control-plane-only lab).
+NODE_MODES = ("kubelet", "none")
+DEFAULT_NODE_MODE = os.environ.get("EDGETENANT_LAB_NODE", "kubelet")
 
 
 # The lab's own processes; others (e.g. an operator the demo adopted) do not decide its health.
@@ -87,7 +87,6 @@ CORE = frozenset(
         "modelstore",
         "registry",
         "s3",
-        "localnode",
         "namespaces",
         "forward",
         "containerd",
@@ -566,7 +565,6 @@ def component_commands(state: LabState, bins: Path) -> dict[str, list[str]]:
             str(d / "models"),  # a link to the zoo's cache (build_zoo)
         ],
         **store_commands(state),
-        "localnode": [sys.executable, str(HERE / "localnode.py"), "--kubeconfig", kubeconfig],
         "forward": [
             sys.executable,
             str(HERE / "forward.py"),
@@ -1077,9 +1075,6 @@ def up(topology: Path, node_mode: str = DEFAULT_NODE_MODE) -> LabState:
         stores_up(state)
         if importer is not None:
             start_kubelet(state, commands, topology, importer)
-        elif node_mode == "process":
-            with step("the local node harness (Triton processes for pods on edge-local)"):
-                start(state, "localnode", commands["localnode"])
     except Exception:
         if os.environ.get("EDGETENANT_LAB_KEEP_FAILED") == "1":
             console.print("[red]✗[/] the lab did not come up; left as it is for inspection (lab down)")
@@ -1263,8 +1258,8 @@ def main(argv: list[str] | None = None) -> int:
         "--node",
         choices=NODE_MODES,
         default=DEFAULT_NODE_MODE,
-        help="how pods on edge-local run: a real kubelet (default; $EDGETENANT_LAB_NODE), "
-        "the process harness, or not at all",
+        help="how pods on edge-local run: a real kubelet (default; $EDGETENANT_LAB_NODE) "
+        "or not at all (KWOK keeps the node; its pods never start)",
     )
     p_up.add_argument("--no-local-node", action="store_true", help="the same as --node=none")
     sub.add_parser("down", help="stop the lab and remove its state")

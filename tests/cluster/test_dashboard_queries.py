@@ -3,8 +3,8 @@ builds it) answers with data from the lab's real Prometheus during a real run: t
 scraped through Kubernetes service discovery like any pod) and a tenant serving real inferences on
 edge-local. An invalid query (Prometheus refuses it) or an empty answer fails the test, naming the panel.
 
-Where edge-local is a real kubelet the operator runs in the cluster from its image and its pod is
-scraped as it is; where the lab's node is the process harness, the operator runs from this checkout
+Where edge-local is a real kubelet (the lab's default) the operator runs in the cluster from its image
+and its pod is scraped as it is; with `EDGETENANT_LAB_NODE=none` the operator runs from this checkout
 inside the lab's network namespace, and a stand-in pod on a simulated node carries the scrape
 annotations with the operator's address (every 127/8 address is this namespace's loopback), so
 Prometheus finds it exactly as it finds a pod.

@@ -1,5 +1,6 @@
-"""Fixtures shared by the e2e modules that bring their own tenants: the lab (adopted when it runs),
-a namespace and the operator, one per module."""
+"""Fixtures shared by the e2e modules that bring their own tenants: the lab (adopted when it runs; its
+edge-local must be a real kubelet), a namespace and the operator, one per module, running in the
+cluster from its image as its ServiceAccount, as a K3s user runs it."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab import Lab, OperatorProcess, lab_session
+from tests.lab import InClusterOperator, Lab, lab_session
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    yield from lab_session()
+    for running in lab_session():
+        if running.node_mode != "kubelet":
+            pytest.skip(f"the lab's edge-local runs no kubelet (--node={running.node_mode}): nothing serves")
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +29,8 @@ def namespace(lab: Lab) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def operator(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    work = tmp_path_factory.mktemp("operator")
-    kubeconfig = lab.service_account_kubeconfig(
-        "edgetenant-system", "edgetenant-operator", work / "kubeconfig"
-    )
-    env = {
-        "EDGETENANT_PROMETHEUS_URL": lab.prometheus_url,
-        "EDGETENANT_TUNE_INTERVAL_S": "5",
-        "EDGETENANT_RESYNC_S": "2",
-    }
-    process = OperatorProcess(kubeconfig, work / "operator.log", env).start()
-    yield process
-    process.kill()
-    print(process.log_tail())
+def operator(lab: Lab) -> Iterator[InClusterOperator]:
+    running = InClusterOperator(lab, {"EDGETENANT_TUNE_INTERVAL_S": "5", "EDGETENANT_RESYNC_S": "2"}).start()
+    yield running
+    print(running.log_tail())
+    running.kill()

@@ -7,11 +7,9 @@ figures are in BENCHMARKS.md ("Faults").
 - API server restart and etcd restart: watches break and every call fails meanwhile;
 - node loss (KWOK stops: every simulated node, edge-local included, goes NotReady) and return.
 
-In this order, which matters in the lab: while the API server is away the node controller marks the
-node's pods not Ready, and hack/lab/localnode.py (the stand-in for edge-local's kubelet) does not
-report their readiness again as a kubelet would, so the tuning loop, which tunes ready pods only,
-stops for the serving tenant. The real kubelet node (issue #12) removes this ordering.
-(The operator's own kill -9 during churn is tests/cluster/test_operator_crash.py.)
+The operator runs in the cluster from its image (tests/e2e/conftest.py); it must ride out every fault
+without the kubelet restarting it. (Its own kill -9 during churn is tests/cluster/test_operator_crash.py;
+its pod's kill and restart on the real node is tests/node/test_node_restarts.py.)
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.support import serving_pods, triton_pids
-from tests.lab import LAB, Lab, OperatorProcess, lab_env, wait_for
+from tests.lab import LAB, InClusterOperator, Lab, lab_env, wait_for
 
 MODEL = "faults-mobilenet"
 
@@ -45,7 +43,7 @@ def condition(status: dict[str, Any], kind: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def serving(lab: Lab, operator: OperatorProcess, namespace: str) -> dict[str, Any]:
+def serving(lab: Lab, operator: InClusterOperator, namespace: str) -> dict[str, Any]:
     env = lab_env()
     assert env is not None
     body = {
@@ -103,11 +101,12 @@ def children(lab: Lab, namespace: str) -> dict[str, set[str]]:
 
 
 def recover_after_restart(
-    lab: Lab, namespace: str, operator: OperatorProcess, component: str, down_s: float
+    lab: Lab, namespace: str, operator: InClusterOperator, component: str, down_s: float
 ) -> float:
     """Stop a component for `down_s`, start it again; seconds until a tenant created right after the
     restart is Placed and the serving tenant is Ready again."""
     before = children(lab, namespace)
+    restarts = operator.restarts()
     lab_cli("stop", component)
     time.sleep(down_s)
     lab_cli("start", component)
@@ -130,7 +129,7 @@ def recover_after_restart(
         timeout=120,
     )
     took = time.monotonic() - restarted
-    assert operator.popen is not None and operator.popen.poll() is None, "the operator died"
+    assert operator.alive() and operator.restarts() == restarts, "the operator died or was restarted"
     after = children(lab, namespace)
     for kind, uids in before.items():
         assert uids <= after[kind], f"{kind} of the serving tenant were replaced or lost"
@@ -139,7 +138,7 @@ def recover_after_restart(
 
 
 def test_prometheus_outage_holds_the_last_decision_then_resumes(
-    lab: Lab, namespace: str, operator: OperatorProcess, serving: dict[str, Any]
+    lab: Lab, namespace: str, operator: InClusterOperator, serving: dict[str, Any]
 ) -> None:
     target = status_of(lab, namespace, MODEL)["concurrency"]["target"]
     lab_cli("stop", "prometheus")
@@ -176,7 +175,7 @@ def live_instance_count(pod_ip: str) -> int:
 
 
 def test_a_killed_triton_comes_back_with_the_tuned_instance_count(
-    lab: Lab, namespace: str, operator: OperatorProcess, serving: dict[str, Any]
+    lab: Lab, namespace: str, operator: InClusterOperator, serving: dict[str, Any]
 ) -> None:
     pod = serving_pods(lab, namespace, MODEL)[0]
     ip, name = pod["status"]["podIP"], pod["metadata"]["name"]
@@ -211,21 +210,21 @@ def _count_or_none(ip: str) -> int | None:
 
 
 def test_api_server_restart(
-    lab: Lab, namespace: str, operator: OperatorProcess, serving: dict[str, Any]
+    lab: Lab, namespace: str, operator: InClusterOperator, serving: dict[str, Any]
 ) -> None:
     recover_after_restart(lab, namespace, operator, "kube-apiserver", down_s=10)
 
 
-def test_etcd_restart(lab: Lab, namespace: str, operator: OperatorProcess, serving: dict[str, Any]) -> None:
+def test_etcd_restart(lab: Lab, namespace: str, operator: InClusterOperator, serving: dict[str, Any]) -> None:
     recover_after_restart(lab, namespace, operator, "etcd", down_s=10)
 
 
 def test_node_loss_and_return(
-    lab: Lab, namespace: str, operator: OperatorProcess, serving: dict[str, Any]
+    lab: Lab, namespace: str, operator: InClusterOperator, serving: dict[str, Any]
 ) -> None:
     before = children(lab, namespace)
     # Every lab node stops sending heartbeats: KWOK's, and the real kubelet of edge-local.
-    stopped = ["kwok", "kubelet"] if lab.node_mode == "kubelet" else ["kwok"]
+    stopped = ["kwok", "kubelet"]
     for component in stopped:
         lab_cli("stop", component)
     try:

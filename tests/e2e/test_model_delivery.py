@@ -5,12 +5,10 @@
 - file://: a node path (hostPath, read-only): a .tar.gz of the same model, pinned by its sha256;
 - http(s)://: the lab's model store, pinned by sha256; TFLite on the EdgeTPU stand-in;
 - oci://: the lab's registry (distribution, TLS from the lab's CA, htpasswd), credentials from a Secret;
-- s3://: the lab's S3 server, keys from a Secret: OpenVINO IR (.xml + .bin) on the NCS2 stand-in (on
-  the kubelet node, which has no stand-ins, ONNX on a CPU slot).
+- s3://: the lab's S3 server, keys from a Secret: OpenVINO IR (.xml + .bin) on the NCS2 stand-in.
 
-Both lab node modes run it: the process node, and a real kubelet with containerd, where the fetcher
-runs from its image (`EDGETENANT_LAB_NODE=kubelet`; the image's older Python is how the tar-filter
-fallback was found).
+The node is a real kubelet with containerd and the fetcher runs from its image (the image's older
+Python is how the tar-filter fallback was found).
 
 Then each bad input gets its ModelLoaded reason and an Event while the tenant's previous model keeps
 serving: a wrong digest, a 404, a model over its size limit, a closed port, a missing Secret, a
@@ -30,7 +28,7 @@ from typing import Any
 import onnx
 import pytest
 
-from tests.lab import Lab, OperatorProcess, lab_env, wait_for
+from tests.lab import InClusterOperator, Lab, lab_env, wait_for
 
 PASSWORD_MARK = "p4ss-never-printed"
 
@@ -197,22 +195,10 @@ def test_every_scheme_and_format_serves(
         "s3Endpoint": env["EDGETENANT_LAB_S3_ENDPOINT"],
         "credentialsSecret": "s3-keys",
     }
-    if env.get("EDGETENANT_LAB_NODE") == "kubelet":
-        # No stand-in devices on the kubelet node (and the CPU image runs ONNX Runtime only): S3 serves
-        # ONNX on a CPU slot, in a second wave, as the four slots are taken.
-        waves = [
-            cases,
-            {"s3-onnx": ({"format": "onnx", **s3, "uri": "s3://models/mobilenet_v2.onnx"}, "x86-cpu")},
-        ]
-    else:
-        cases["s3-openvino"] = ({"format": "openvino", **s3}, "ncs2-standin")
-        cases["http-tflite"] = (
-            {"format": "tflite", "uri": f"{models}/mobilenet_v2.tflite"},
-            "edgetpu-standin",
-        )
-        waves = [cases]
-    for wave in waves:
-        serve_all(lab, namespace, wave)
+    # The stand-ins have their own device-plugin resources: all six serve at once beside the CPU slots.
+    cases["s3-openvino"] = ({"format": "openvino", **s3}, "ncs2-standin")
+    cases["http-tflite"] = ({"format": "tflite", "uri": f"{models}/mobilenet_v2.tflite"}, "edgetpu-standin")
+    serve_all(lab, namespace, cases)
 
 
 def serve_all(lab: Lab, namespace: str, cases: dict[str, tuple[dict[str, Any], str]]) -> None:
@@ -260,7 +246,7 @@ BAD_INPUTS = [
 
 @pytest.mark.usefixtures("secrets")
 def test_bad_inputs_get_their_reason_while_the_previous_model_serves(
-    lab: Lab, operator: OperatorProcess, namespace: str, env: dict[str, str]
+    lab: Lab, operator: InClusterOperator, namespace: str, env: dict[str, str]
 ) -> None:
     name = "http-onnx"
     assert serving(lab, namespace, name), "the delivery test leaves this tenant serving"

@@ -9,7 +9,7 @@ import time
 import urllib.request
 from typing import Any
 
-from tests.lab import Lab, OperatorProcess, lab_env, wait_for
+from tests.lab import InClusterOperator, Lab, lab_env, wait_for
 
 MODEL = "moves-mobilenet"
 TEMPLATE = "edgetenant.io/template-hash"
@@ -37,7 +37,7 @@ def serves(ip: str) -> bool:
 
 
 def test_a_class_change_on_the_same_node_is_ready_only_from_the_new_template(
-    lab: Lab, operator: OperatorProcess, namespace: str
+    lab: Lab, operator: InClusterOperator, namespace: str
 ) -> None:
     env = lab_env()
     assert env is not None
