@@ -399,7 +399,7 @@ class Reconciler:
             await self.writer.write_status_locked(key, Writer.RECONCILER, compute)
         newest = self.cache.tenants.get(key) or body
         for event_type, reason, message in events:
-            await self.writer.event(newest, event_type, reason, message)
+            self.writer.event(newest, event_type, reason, message)
 
     async def observe_pods(self, key: str, tenant: InferenceTenant) -> tuple[PodView, ...]:
         model = tenant.spec.model.name or str(tenant.metadata.name)

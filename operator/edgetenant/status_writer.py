@@ -11,6 +11,7 @@ another operator replica wrote) is refused by the API server and recomputed, nev
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import logging
 import time
@@ -46,6 +47,11 @@ class TenantWriter:
         self.event_interval_s = event_interval_s
         self._locks: dict[str, asyncio.Lock] = {}
         self._events: dict[str, dict[str, float]] = {}  # tenant key -> reason:message -> time posted
+        # Events not yet posted; bounded so an API server outage cannot grow it without limit.
+        self._outbox: collections.deque[tuple[dict[str, Any], str, str, str]] = collections.deque(
+            maxlen=10_000
+        )
+        self._poster: asyncio.Task[None] | None = None
         self.writes = 0  # API writes made (status patches and Events), for metrics and tests
 
     def lock(self, key: str) -> asyncio.Lock:
@@ -87,19 +93,35 @@ class TenantWriter:
             return patch
         raise ConflictError(f"status of {key} kept changing under three writes")
 
-    async def event(self, body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
-        """Post an Event, at most once per reason+message per tenant per `event_interval_s`."""
+    def event(self, body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        """Queue an Event, at most once per reason+message per tenant per `event_interval_s`. One task
+        posts them in order, off the caller's path (as client-go's recorder does): a reconcile never
+        waits on the API server for an Event."""
         seen = self._events.setdefault(tenant_key(body), {})
         now = time.monotonic()
         token = f"{reason}:{message}"
         if now - seen.get(token, -1e9) < self.event_interval_s:
             return
         seen[token] = now
-        try:
-            await self.api.post_event(body, event_type, reason, message)
-            self.writes += 1
-        except EdgeTenantError as error:
-            log.warning("could not post event %s: %s", reason, error)
+        if len(self._outbox) == self._outbox.maxlen:
+            log.warning("more than %d Events waiting to be posted: dropping the oldest", self._outbox.maxlen)
+        self._outbox.append((body, event_type, reason, message))
+        if self._poster is None or self._poster.done():
+            self._poster = asyncio.get_running_loop().create_task(self._post_events(), name="events")
+
+    async def _post_events(self) -> None:
+        while self._outbox:
+            body, event_type, reason, message = self._outbox.popleft()
+            try:
+                await self.api.post_event(body, event_type, reason, message)
+                self.writes += 1
+            except EdgeTenantError as error:
+                log.warning("could not post event %s: %s", reason, error)
+
+    async def flush_events(self) -> None:
+        """Wait until every queued Event is posted (or failed)."""
+        if self._poster is not None:
+            await self._poster
 
     def forget(self, key: str) -> None:
         """The tenant is gone: drop its lock and its Event memory."""

@@ -389,7 +389,7 @@ class TuningDriver:
         await self.writer.write_status(key, Writer.TUNING, lambda old: oom_status(old, decision, message))
         body = self.cache.tenants.get(key)
         if body is not None:
-            await self.writer.event(body, "Warning", "OOMKilled", decision.reason)
+            self.writer.event(body, "Warning", "OOMKilled", decision.reason)
         self.wake(key)  # the ConfigMap gets the lower count before the container restarts again
         log.warning("%s: %s", key, decision.reason)
         killed_in = {pod for _, _, pod in processes}
@@ -458,7 +458,7 @@ class TuningDriver:
         body = self.cache.tenants.get(key)
         if decision.changed and body is not None:
             kind = "Warning" if decision.action.value in {"BackOff", "StepBack"} else "Normal"
-            await self.writer.event(body, kind, decision.action.value, decision.reason)
+            self.writer.event(body, kind, decision.action.value, decision.reason)
             self.wake(key)  # re-render the ConfigMap with the new instance count
         if tenant.spec.concurrency.mode == ConcurrencyMode.AUTO:
             await self.learn(uid, tenant, decision.state, placement)
