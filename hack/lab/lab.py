@@ -1019,6 +1019,7 @@ def up(topology: Path, node_mode: str = DEFAULT_NODE_MODE) -> LabState:
                 f'{state.node_token},{node_user},{node_user},"system:nodes"\n'
             )
             write_kubeconfig(state, state.kubeconfig, state.token)
+        with step("the model zoo (ONNX; mobilenet_v2 as OpenVINO IR and TFLite for the stand-ins)"):
             (d / "models").symlink_to(build_zoo())
         commands = component_commands(state, bins)
         importer = None
@@ -1093,11 +1094,34 @@ def up(topology: Path, node_mode: str = DEFAULT_NODE_MODE) -> LabState:
     return state
 
 
+# mobilenet_v2 in the stand-ins' formats, exported beside the ONNX so `up` seeds the stores with them.
+STANDIN_FORMATS = ("openvino", "tflite")
+ZOO_CODE = f"""
+import sys
+from edgetenant import zoo
+from edgetenant.zoo.export import ConverterUnavailable
+for model in zoo.ZOO:
+    zoo.ensure_model(model)
+for model_format in {STANDIN_FORMATS!r}:
+    try:
+        zoo.ensure_model("mobilenet_v2", format=model_format)
+    except ConverterUnavailable as why:
+        print(f"no {{model_format}} export: its stand-in cannot serve ({{why}})", file=sys.stderr)
+print(zoo.zoo_cache_dir())
+"""
+
+
 def build_zoo() -> Path:
-    """The zoo's models in their cache (built once, in seconds); returns the directory."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
-    code = "from edgetenant import zoo; [zoo.ensure_model(m) for m in zoo.ZOO]; print(zoo.zoo_cache_dir())"
-    out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+    """The zoo's models in their cache, and mobilenet_v2 as OpenVINO IR (in-process, seconds) and TFLite
+    (onnx2tf, whose own env needs Python >= 3.12 and is built the first time: a minute or two); built
+    once. Returns the directory."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "ORT_DISABLE_TELEMETRY": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", ZOO_CODE], env=env, check=True, capture_output=True, text=True
+    )
+    for line in out.stderr.splitlines():
+        if line.startswith("no "):
+            console.print(f"  [yellow]{line}[/]")
     return Path(out.stdout.strip().splitlines()[-1])
 
 
