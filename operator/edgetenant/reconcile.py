@@ -54,8 +54,8 @@ from edgetenant.render.kube import (
     RenderSettings,
     deployment_template_hash,
     endpoint,
-    name_problem,
     render_all,
+    spec_render_problem,
 )
 from edgetenant.rollout import DeviceUse, can_surge, pod_device_uses
 from edgetenant.settings import Settings
@@ -161,12 +161,16 @@ class Reconciler:
             for obj in inputs
             if obj.get("kind") == "InferenceTenant"
         }
-        # A tenant whose name cannot name its children is never applied (spec_problem): it must not
-        # hold a device in the plan either.
+        # A tenant whose children cannot be rendered (its name, its URI) is never applied
+        # (spec_problem): it must not hold a device in the plan either.
         inputs = [
             obj
             for obj in inputs
-            if obj.get("kind") != "InferenceTenant" or not name_problem(str(obj["metadata"].get("name", "")))
+            if obj.get("kind") != "InferenceTenant"
+            or not spec_render_problem(
+                str(obj["metadata"].get("name", "")),
+                str(((obj.get("spec") or {}).get("model") or {}).get("uri", "")),
+            )
         ]
         plan = await asyncio.to_thread(self._solve_if_changed, inputs, now)
         self.plan = plan
@@ -289,7 +293,7 @@ class Reconciler:
     # --- one tenant -----------------------------------------------------------------------------------
     def spec_problem(self, tenant: InferenceTenant) -> str | None:
         """Invalid in ways the schema cannot see: a name no Service can have, classes that do not exist."""
-        if problem := name_problem(str(tenant.metadata.name)):
+        if problem := spec_render_problem(str(tenant.metadata.name), tenant.spec.model.uri):
             return problem
         unknown = [name for name in tenant.spec.accelerator_classes if name not in self.cache.classes]
         if unknown:

@@ -41,7 +41,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from edgetenant.api.models import MAX_CONCURRENCY
-from edgetenant.render.kube import name_problem
+from edgetenant.render.kube import spec_render_problem
 from tests.cluster.test_operator import OPERATOR_ENV
 from tests.lab import Lab, OperatorProcess, lab_env, wait_for
 
@@ -521,7 +521,7 @@ def test_hostile_tenants_leave_the_operator_truthful_and_everyone_else_alone(
         placed = next(c for c in status["conditions"] if c["type"] == "Placed")
         assert not is_status(item, "Ready"), f"{name}: Ready, but nothing serves on a simulated node"
         unknown = [c for c in spec_["acceleratorClasses"] if c not in classes]
-        if name_problem(name):
+        if spec_render_problem(name, spec_["model"]["uri"]):
             assert (placed["status"], placed["reason"]) == ("False", "InvalidSpec"), (name, placed)
         if placed["status"] != "True":
             assert placed["message"], f"{name}: Placed={placed['status']} without a reason"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from edgetenant.api.models import AcceleratorClass, InferenceTenant
-from edgetenant.render.kube import RenderSettings, name_problem, render_all
+from edgetenant.render.kube import RenderSettings, name_problem, render_all, spec_render_problem, uri_problem
 
 REPO = Path(__file__).resolve().parents[2]
 LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
@@ -45,3 +45,18 @@ def test_a_name_the_api_server_accepts_but_no_service_can_have_is_a_spec_problem
     problem = name_problem(name)
     assert problem is not None and "RFC 1035 label" in problem
     assert len(problem) < 300  # a 253-character name is shortened in the message
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://[::1/model.onnx", "https://host]/m.onnx", "oci://[registry]/m:1", "http://[" + "x" * 2040]
+)
+def test_a_uri_the_schema_lets_through_but_no_url_parser_reads_is_a_spec_problem(uri: str) -> None:
+    # The schema's rules check the scheme and each scheme's shape; brackets in the authority get past them.
+    problem = spec_render_problem("fine-name", uri)
+    assert problem is not None and "is not a URL" in problem, problem
+    assert len(problem) < 300
+
+
+@pytest.mark.parametrize("uri", ["http://[::1]:8080/m.onnx", "file:///models/[1]/m.onnx", "pvc://claim/a[b"])
+def test_brackets_where_a_url_may_have_them_are_fine(uri: str) -> None:
+    assert uri_problem(uri) is None

@@ -106,6 +106,23 @@ def name_problem(name: str) -> str | None:
     )
 
 
+def uri_problem(uri: str) -> str | None:
+    """Why the model's URI cannot be rendered into the fetcher's arguments and mounts, or None. The
+    schema checks its scheme and shape; an authority with unbalanced brackets, or a bracketed host that
+    is no IP address, gets past those rules but not past a URL parser."""
+    try:
+        urllib.parse.urlsplit(uri)
+    except ValueError as error:
+        shown = uri if len(uri) <= 70 else f"{uri[:60]}... ({len(uri)} characters)"
+        return f"model.uri {shown!r} is not a URL: {error}"
+    return None
+
+
+def spec_render_problem(name: str, uri: str) -> str | None:
+    """Why no children can be rendered for a tenant of this name and model URI, or None."""
+    return name_problem(name) or uri_problem(uri)
+
+
 def served_model_name(tenant: InferenceTenant) -> str:
     return tenant.spec.model.name or str(tenant.metadata.name)
 
