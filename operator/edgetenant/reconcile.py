@@ -292,7 +292,8 @@ class Reconciler:
 
     # --- one tenant -----------------------------------------------------------------------------------
     def spec_problem(self, tenant: InferenceTenant) -> str | None:
-        """Invalid in ways the schema cannot see: a name no Service can have, classes that do not exist."""
+        """Invalid in ways the schema cannot see: a name no Service can have, a URI no URL parser reads,
+        classes that do not exist."""
         if problem := spec_render_problem(str(tenant.metadata.name), tenant.spec.model.uri):
             return problem
         unknown = [name for name in tenant.spec.accelerator_classes if name not in self.cache.classes]

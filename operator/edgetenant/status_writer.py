@@ -117,6 +117,9 @@ class TenantWriter:
                 self.writes += 1
             except EdgeTenantError as error:
                 log.warning("could not post event %s: %s", reason, error)
+            except Exception:
+                # One Event's surprise must not drop the ones queued behind it.
+                log.exception("posting event %s failed", reason)
 
     async def flush_events(self) -> None:
         """Wait until every queued Event is posted (or failed)."""
