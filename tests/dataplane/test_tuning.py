@@ -29,7 +29,7 @@ import pytest
 
 from edgetenant.adapters.triton import TritonAdapter, TritonControl
 from edgetenant.dataplane import local
-from edgetenant.profiling.loadgen import run_load
+from edgetenant.profiling.loadgen import LoadResult, run_load
 from edgetenant.render.triton import TritonModelSpec
 from edgetenant.tuning import Action, Decision, TunerConfig, TunerState, initial_state
 from edgetenant.tuning.loop import TuningLoop, TuningTarget, render_from_spec, target_for
@@ -118,13 +118,24 @@ def scenario(
             window_s=WINDOW_S,
         )
         state = initial_state(config()).model_copy(update={"last_change_at": datetime.now(UTC)})
-        heavy_s = INTERVAL_S * (CONVERGE + STEADY) + 1.0
+        # The load lasts as long as the loop runs: on a busy machine its intervals (each change reloads
+        # the model) outlast their nominal length, and a load that stopped on a clock would read as a drop.
+        loop_done = asyncio.Event()
 
-        load = asyncio.create_task(run_load(triton.url, spec.name, concurrency=CLIENTS, duration_s=heavy_s))
+        async def heavy_load() -> list[LoadResult]:
+            segments: list[LoadResult] = []
+            while not loop_done.is_set():
+                segments.append(
+                    await run_load(triton.url, spec.name, concurrency=CLIENTS, duration_s=INTERVAL_S)
+                )
+            return segments
+
+        load = asyncio.create_task(heavy_load())
         await asyncio.sleep(0.5)
         await tick_every(state, target, CONVERGE + STEADY, scenario.decisions)
-        heavy = await load
-        assert heavy.errors == 0, heavy.error_samples  # live changes lose no request
+        loop_done.set()
+        for segment in await load:
+            assert segment.errors == 0, segment.error_samples  # live changes lose no request
         async with TritonAdapter(triton.url) as admin:
             live = await admin.model_config(spec.name)
         scenario.live_instances = int(live["instance_group"][0]["count"])
