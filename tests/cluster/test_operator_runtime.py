@@ -362,8 +362,16 @@ def test_an_oom_kill_backs_off_records_the_ceiling_and_lowers_the_config_map(
                 in lab.get_json("configmap", f"{name}-triton-config", "-n", namespace)["data"]["config.pbtxt"]
             ),
         )
-        events = lab.get_json("events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
-        assert any(e["reason"] == "OOMKilled" for e in events["items"])
+        wait_for(  # Events are posted off the reconcile's path: shortly after the status
+            "the OOMKilled Event",
+            lambda: any(
+                e["reason"] == "OOMKilled"
+                for e in lab.get_json(
+                    "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"
+                )["items"]
+            ),
+            timeout=30,
+        )
         loaded = next(c for c in status["conditions"] if c["type"] == "ModelLoaded")
         assert "OOM-killed" in loaded["message"], loaded
         limits = lab.get_json("deployment", name, "-n", namespace)["spec"]["template"]["spec"]["containers"][

@@ -283,9 +283,14 @@ def test_bad_inputs_get_their_reason_while_the_previous_model_serves(
         assert "the previous model still serves on 1 pod(s)" in loaded["message"], loaded
         still = {p["metadata"]["name"] for p in pods(lab, namespace, name) if ready(p)}
         assert serving_pods <= still, f"{case}: the serving pod went away ({serving_pods} -> {still})"
-    events = lab.get_json("events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
-    reasons = {e["reason"] for e in events["items"]}
-    assert {reason for _, _, reason in BAD_INPUTS} <= reasons, reasons
+
+    def reasons() -> set[str]:
+        events = lab.get_json("events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
+        return {e["reason"] for e in events["items"]}
+
+    # Events are posted off the reconcile's path: shortly after the conditions.
+    wanted = {reason for _, _, reason in BAD_INPUTS}
+    wait_for("an Event for every bad input", lambda: wanted <= reasons(), timeout=30)
     # The good model again: Ready, from a pod of the restored template.
     lab.apply(tenant(namespace, name, good))
     wait_for("the tenant Ready again", lambda: serving(lab, namespace, name), timeout=180, interval=2)

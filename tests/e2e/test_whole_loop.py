@@ -140,10 +140,16 @@ def test_the_tuning_loop_raises_concurrency_under_load_and_records_it(
         timeout=30,
     )
     assert config_map
-    events = lab.get_json("events", "-n", namespace, "--field-selector", f"involvedObject.name={MODEL}")[
-        "items"
-    ]
-    assert any(e["reason"] == "ScaleUp" for e in events)
+    wait_for(  # Events are posted off the reconcile's path: shortly after the status
+        "the ScaleUp Event",
+        lambda: any(
+            e["reason"] == "ScaleUp"
+            for e in lab.get_json(
+                "events", "-n", namespace, "--field-selector", f"involvedObject.name={MODEL}"
+            )["items"]
+        ),
+        timeout=30,
+    )
     profiles = lab.get_json("modelprofiles", "-n", namespace)["items"]
     online = [p for p in profiles if p["metadata"].get("labels", {}).get("edgetenant.io/source") == "online"]
     assert online and online[0]["spec"]["points"], "learned points become an online ModelProfile"

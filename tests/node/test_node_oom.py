@@ -58,6 +58,10 @@ def test_the_tenants_status_says_it_was_oom_killed(lab: Lab, namespace: str, too
     status = wait_for("the tenant's status to report the OOM kill", reported, timeout=240, interval=2)
     assert "memory limit" in status["lastFailure"]["message"]
     assert condition(status, "ModelLoaded")["status"] != "True"
-    assert any(
-        e["reason"] == "OOMKilled" and e["type"] == "Warning" for e in events(lab, namespace, too_small)
+    wait_for(  # Events are posted off the reconcile's path: shortly after the status
+        "the OOMKilled Warning Event",
+        lambda: any(
+            e["reason"] == "OOMKilled" and e["type"] == "Warning" for e in events(lab, namespace, too_small)
+        ),
+        timeout=30,
     )
