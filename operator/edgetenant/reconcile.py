@@ -218,9 +218,6 @@ class Reconciler:
         if plan is not previous or keys is None:
             keys = set(self.cache.tenants)
         context = self.pass_context(plan)
-        # Before the tenants: a class's devices depend on nodes only, and a long pass (many tenants, slow
-        # pods) must not hold back what `kubectl get accel` says.
-        await self.write_class_statuses(now)
         limit = asyncio.Semaphore(self.settings.parallel_reconciles)
 
         async def one(key: str) -> None:
@@ -240,6 +237,7 @@ class Reconciler:
                 RECONCILES.inc()
 
         await asyncio.gather(*(one(key) for key in sorted(keys) if key in self.cache.tenants))
+        await self.write_class_statuses(now)
         TENANTS.labels("total").set(len(self.cache.tenants))
         # The counts the alerts (manifests/monitoring) and the dashboard read, by a condition's status.
         for label, (condition, status) in TENANT_CONDITION_COUNTS.items():

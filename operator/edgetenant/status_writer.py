@@ -24,6 +24,9 @@ from edgetenant.status import Writer, owned_patch
 
 log = logging.getLogger(__name__)
 StatusFn = Callable[[dict[str, Any]], dict[str, Any]]
+# Events in flight at once: a backlog (an operator starting beside hundreds of tenants) clears as fast as
+# it did when each reconcile posted its own, and an Event queued behind it waits seconds, not minutes.
+EVENT_POSTERS = 8
 
 
 class TenantApi(Protocol):
@@ -51,7 +54,7 @@ class TenantWriter:
         self._outbox: collections.deque[tuple[dict[str, Any], str, str, str]] = collections.deque(
             maxlen=10_000
         )
-        self._poster: asyncio.Task[None] | None = None
+        self._posters: set[asyncio.Task[None]] = set()
         self.writes = 0  # API writes made (status patches and Events), for metrics and tests
 
     def lock(self, key: str) -> asyncio.Lock:
@@ -94,9 +97,9 @@ class TenantWriter:
         raise ConflictError(f"status of {key} kept changing under three writes")
 
     def event(self, body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
-        """Queue an Event, at most once per reason+message per tenant per `event_interval_s`. One task
-        posts them in order, off the caller's path (as client-go's recorder does): a reconcile never
-        waits on the API server for an Event."""
+        """Queue an Event, at most once per reason+message per tenant per `event_interval_s`. A few tasks
+        post them, in the order queued, off the caller's path (as client-go's recorder does): a reconcile
+        never waits on the API server for an Event."""
         seen = self._events.setdefault(tenant_key(body), {})
         now = time.monotonic()
         token = f"{reason}:{message}"
@@ -106,12 +109,16 @@ class TenantWriter:
         if len(self._outbox) == self._outbox.maxlen:
             log.warning("more than %d Events waiting to be posted: dropping the oldest", self._outbox.maxlen)
         self._outbox.append((body, event_type, reason, message))
-        if self._poster is None or self._poster.done():
-            self._poster = asyncio.get_running_loop().create_task(self._post_events(), name="events")
+        if len(self._posters) < EVENT_POSTERS:
+            poster = asyncio.get_running_loop().create_task(self._post_events(), name="events")
+            self._posters.add(poster)
+            poster.add_done_callback(self._posters.discard)
 
     async def _post_events(self) -> None:
         while self._outbox:
             body, event_type, reason, message = self._outbox.popleft()
+            if tenant_key(body) not in self.cache.tenants:
+                continue  # the tenant is gone (its namespace too, often): the Event would help no one
             try:
                 await self.api.post_event(body, event_type, reason, message)
                 self.writes += 1
@@ -122,9 +129,9 @@ class TenantWriter:
                 log.exception("posting event %s failed", reason)
 
     async def flush_events(self) -> None:
-        """Wait until every queued Event is posted (or failed)."""
-        if self._poster is not None:
-            await self._poster
+        """Wait until every queued Event is posted (or failed, or dropped)."""
+        while self._posters:
+            await asyncio.gather(*self._posters)
 
     def forget(self, key: str) -> None:
         """The tenant is gone: drop its lock and its Event memory."""

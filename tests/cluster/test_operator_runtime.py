@@ -454,7 +454,11 @@ def test_accelerator_class_status_says_where_its_devices_are(
         return dict(lab.get_json("acceleratorclass", klass).get("status") or {})
 
     try:
-        found = wait_for("the class's devices counted", lambda: (s := status()).get("devices") == 16 and s)
+        # Written at the end of a pass: the first pass may be over hundreds of tenants that earlier tests
+        # left in their terminating namespaces.
+        found = wait_for(
+            "the class's devices counted", lambda: (s := status()).get("devices") == 16 and s, timeout=180
+        )
         assert found["nodes"] == [{"name": f"{klass}-0", "devices": 8}, {"name": f"{klass}-1", "devices": 8}]
         assert found["conditions"][0]["type"] == "DevicesFound" and found["conditions"][0]["status"] == "True"
         columns = lab.kubectl("get", "acceleratorclass", klass).stdout
