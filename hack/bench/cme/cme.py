@@ -39,6 +39,10 @@ from edgetenant.profiling.sweep import SweepPoint, settled_memory_mib
 from edgetenant.render.triton import SHIM_BACKEND, TritonModelSpec
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import noise  # noqa: E402
+
 # NB: before onnxruntime is first imported (lazily, below): ORT 1.32's Linux wheel posts telemetry to
 # Microsoft without it (tests/conftest.py says more). The matmul child inherits it.
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
@@ -244,6 +248,9 @@ def render_report(results: dict[str, Any], *, suffix: str = "") -> str:
         f"{results['settings']['duration']:g} s measured per point; every configuration measured "
         f"{results['settings'].get('rounds', 1)} times, interleaved (ascending, then descending), "
         "medians reported; the load generator runs on the same cores as the server.",
+        f"- Largest spread of any point's rounds: {results.get('max_spread', math.nan):.0%} "
+        f"(published at most {noise.MAX_SPREAD:.0%} unless --force"
+        + ("; this run was forced: **noisy**)." if results.get("noisy") else ")."),
         f"- Matrix-multiply peak of these cores (float32 1024x1024, best of a run before and after "
         f"the sweep): {peak_all:.1f} GFLOP/s with "
         f"{cores} threads, {peak_one:.1f} GFLOP/s with 1 "
@@ -433,11 +440,35 @@ def main() -> int:
     parser.add_argument("--gpu", action="store_true", help="KIND_GPU instances on ORT's CUDA provider")
     parser.add_argument("--instance-kind", help="default KIND_CPU, or KIND_GPU with --gpu")
     parser.add_argument("--provider", choices=["cpu", "cuda"], help="force the shim's ORT provider")
+    parser.add_argument("--max-spread", type=float, default=noise.MAX_SPREAD)
+    parser.add_argument("--max-load", type=float, default=noise.MAX_LOAD)
+    parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for the load to drop")
+    parser.add_argument("--force", action="store_true", help="run whatever the load, publish however noisy")
     args = parser.parse_args()
     args.instance_kind = args.instance_kind or ("KIND_GPU" if args.gpu else "KIND_CPU")
     args.suffix = "-gpu" if args.gpu else ""
     results_path = HERE / f"results{args.suffix}.json"
-    results = json.loads(results_path.read_text()) if args.report_only else asyncio.run(run(args))
+    if args.report_only:
+        results = json.loads(results_path.read_text())
+    else:
+        load = noise.wait_for_quiet(args.max_load, args.wait)
+        if load > args.max_load and not args.force:
+            print(f"load average {load:.2f} is above {args.max_load}: not measuring (--force to anyway)")
+            return noise.EXIT_BUSY
+        results = asyncio.run(run(args))
+        spreads = {
+            f"{name} {config}": noise.spread(runs)
+            for name, entry in results["models"].items()
+            for config, runs in entry["rounds"].items()
+        }
+        results["max_spread"] = max(s.relative for s in spreads.values())
+        noisy = noise.too_noisy(spreads, args.max_spread)
+        if noisy and not args.force:
+            rejected = HERE / f"results{args.suffix}.rejected.json"
+            rejected.write_text(json.dumps(results, indent=2))
+            print("not published, too noisy:\n  " + "\n  ".join(noisy) + f"\nraw figures: {rejected}")
+            return noise.EXIT_NOISY
+        results["noisy"] = bool(noisy)
     discussion = HERE / f"discussion{args.suffix}.md"
     results["discussion"] = discussion.read_text() if discussion.is_file() else ""
     plot(results, suffix=args.suffix)

@@ -4,12 +4,14 @@ For each zoo model: one real Triton (ONNX Runtime shim, one thread per instance)
 Prometheus scraping it every second; a closed loop of ``--clients`` clients keeps demand
 above capacity.
 
-* ``sweep``: the brute-force search: every static instance count 1..max under the same load,
-  measured by the load generator; writes a ModelProfile YAML (the unit tests' fixtures come
-  from here) and the best static configuration.
-* ``loop``: from one instance, ``edgetenant``'s control loop under the same load; records each
-  decision, the interval at which throughput first reached 95 % of the brute-force best, the
-  changes after that, and the throughput of a steady window measured by the load generator.
+* ``sweep``: the brute-force search: every static instance count 1..max, without and (with
+  ``--batching``) with Triton's dynamic batching, under the same load, measured by the load
+  generator in ``--sweep-rounds`` interleaved rounds (medians, spread reported); writes a
+  ModelProfile YAML (the unit tests' fixtures come from here) and the best static configuration.
+* ``loop``: from one instance without batching, ``edgetenant``'s control loop under the same
+  load (batching ``Auto`` with ``--batching``); records each decision, the interval at which
+  throughput first reached 95 % of the brute-force best, the changes after that, and the
+  throughput and failed requests of a steady window measured by the load generator.
 
 Usage (see RESULTS.md for the exact runs):
     nice -n 10 .venv/bin/python hack/bench/tuning/bench.py --models mobilenet_v2 resnet18
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -33,6 +36,7 @@ import yaml
 
 from edgetenant import zoo
 from edgetenant.adapters.triton import TritonAdapter
+from edgetenant.api.models import BatchingMode
 from edgetenant.dataplane.local import (
     PrometheusProcess,
     TritonProcess,
@@ -42,19 +46,21 @@ from edgetenant.dataplane.local import (
 )
 from edgetenant.dataplane.repository import write_model
 from edgetenant.profiling.loadgen import run_load
-from edgetenant.render.triton import SHIM_BACKEND, TritonModelSpec, model_config_json
+from edgetenant.render.triton import SHIM_BACKEND, DynamicBatching, TritonModelSpec, model_config_json
 from edgetenant.tuning import TunerConfig
 from edgetenant.tuning.loop import TickResult, TuningLoop, render_from_spec, target_for
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
 
+import noise  # noqa: E402
 
 # Set from the command line: KIND_CPU with one intra-op thread per instance (concurrency, not
 # ORT's thread pool, uses the cores), or KIND_GPU (ORT's CUDA provider) on a GPU machine.
 INSTANCE_KIND = "KIND_CPU"
 
 
-def model_spec(model: str, instances: int = 1) -> TritonModelSpec:
+def model_spec(model: str, instances: int = 1, batching: bool = False) -> TritonModelSpec:
     gpu = INSTANCE_KIND == "KIND_GPU"
     return TritonModelSpec(
         name=model,
@@ -63,6 +69,8 @@ def model_spec(model: str, instances: int = 1) -> TritonModelSpec:
         instance_count=instances,
         instance_kind=INSTANCE_KIND,
         threads_per_instance=None if gpu else 1,
+        # As the tuning loop renders batching on (render_from_spec): zero queue delay.
+        dynamic_batching=DynamicBatching() if batching else None,
     )
 
 
@@ -84,35 +92,68 @@ def serving(model: str, workdir: Path) -> Iterator[tuple[TritonProcess, Promethe
         triton.stop()
 
 
-async def set_instances(triton: TritonProcess, model: str, instances: int) -> None:
+async def set_instances(triton: TritonProcess, model: str, instances: int, batching: bool = False) -> None:
     async with TritonAdapter(triton.url) as adapter:
-        await adapter.load_model(model, config=model_config_json(model_spec(model, instances)))
+        await adapter.load_model(model, config=model_config_json(model_spec(model, instances, batching)))
 
 
 @dataclass
 class SweepPoint:
     concurrency: int
-    throughput: float
+    throughput: float  # the median of the rounds
     p95_ms: float
-    errors: int
+    errors: int  # over every round
+    batching: bool = False
+    rounds: list[float] = field(default_factory=list)  # each round's throughput
+
+    @property
+    def label(self) -> str:
+        return f"x{self.concurrency}{' +batch' if self.batching else ''}"
 
 
 async def sweep(
-    triton: TritonProcess, model: str, *, clients: int, max_instances: int, point_s: float, warmup_s: float
+    triton: TritonProcess,
+    model: str,
+    *,
+    clients: int,
+    max_instances: int,
+    point_s: float,
+    warmup_s: float,
+    batching: bool,
+    rounds: int,
 ) -> list[SweepPoint]:
-    """Brute force: each static instance count under the same closed-loop load."""
-    points: list[SweepPoint] = []
-    for instances in range(1, max_instances + 1):
-        await set_instances(triton, model, instances)
+    """Brute force: each static configuration under the same closed-loop load, rounds interleaved."""
+    configs = [
+        (instances, batched)
+        for batched in ((False, True) if batching else (False,))
+        for instances in range(1, max_instances + 1)
+    ]
+    samples: dict[tuple[int, bool], list[Any]] = {config: [] for config in configs}
+    for round_index, (instances, batched) in noise.interleaved(configs, rounds):
+        await set_instances(triton, model, instances, batched)
         result = await run_load(
             triton.url, model, concurrency=clients, duration_s=point_s, warmup_s=warmup_s, seed=instances
         )
-        points.append(SweepPoint(instances, result.throughput, result.p95_ms, result.errors))
+        samples[(instances, batched)].append(result)
         print(
-            f"  sweep {model} x{instances}: {result.throughput:7.2f}/s p95 {result.p95_ms:7.1f} ms",
+            f"  sweep {model} round {round_index + 1} x{instances}{' +batch' if batched else ''}: "
+            f"{result.throughput:7.2f}/s p95 {result.p95_ms:7.1f} ms (load {noise.load1():.2f})",
             flush=True,
         )
     await set_instances(triton, model, 1)
+    points = []
+    for (instances, batched), results in samples.items():
+        spread = noise.spread([r.throughput for r in results])
+        points.append(
+            SweepPoint(
+                concurrency=instances,
+                throughput=spread.median,
+                p95_ms=noise.spread([r.p95_ms for r in results]).median,
+                errors=sum(r.errors for r in results),
+                batching=batched,
+                rounds=[round(r.throughput, 2) for r in results],
+            )
+        )
     return points
 
 
@@ -137,7 +178,7 @@ def profile_yaml(model: str, points: list[SweepPoint], *, clients: int) -> dict[
             "points": [
                 {
                     "concurrency": p.concurrency,
-                    "batchSize": 1,
+                    "batchSize": 8 if p.batching else 1,
                     "throughput": round(p.throughput, 3),
                     "latencyP95Ms": round(p.p95_ms, 3),
                     "source": "Offline",
@@ -156,7 +197,10 @@ class LoopRun:
     changes_after: int = 0
     steady_throughput: float = 0.0
     steady_p95_ms: float = 0.0
+    steady_failed: int = 0
+    steady_s: float = 0.0
     final_instances: int = 0
+    final_batching: bool = False
 
 
 async def tune(
@@ -170,6 +214,7 @@ async def tune(
     intervals: int,
     steady_s: float,
     max_instances: int,
+    batching: bool,
 ) -> LoopRun:
     """The loop from one instance under the sweep's load; then a measured steady window."""
     await set_instances(triton, model, 1)
@@ -180,7 +225,13 @@ async def tune(
         render_config=render_from_spec(model_spec(model)),
         window_s=interval_s - 1.0,
     )
-    config = TunerConfig(max=max_instances, down_cooldown_s=60.0, probe_readings=2)
+    config = TunerConfig(
+        max=max_instances,
+        down_cooldown_s=60.0,
+        probe_readings=2,
+        batching=BatchingMode.AUTO if batching else BatchingMode.DISABLED,
+        max_batch_size=8,
+    )
     loop = TuningLoop(target=target, config=config, interval_s=interval_s)
     run = LoopRun()
 
@@ -193,6 +244,7 @@ async def tune(
                 "interval": index,
                 "action": d.action.value,
                 "target": d.target,
+                "batching": d.batching,
                 "reason": d.reason,
                 "tput": throughput,
             }
@@ -201,8 +253,10 @@ async def tune(
             run.converged_at = index
         elif run.converged_at is not None and d.changed:
             run.changes_after += 1
+        batch_mark = " +batch" if d.batching else ""
         print(
-            f"  loop {index:3d} {d.action.value:<12} {d.previous}->{d.target} {throughput:7.2f}/s  {d.reason}"
+            f"  loop {index:3d} {d.action.value:<12} {d.previous}->{d.target}{batch_mark} "
+            f"{throughput:7.2f}/s  {d.reason}"
         )
 
     tuning_s = interval_s * (intervals + 1.5)
@@ -217,23 +271,31 @@ async def tune(
     steady = await load_task
     run.steady_throughput = steady.throughput
     run.steady_p95_ms = steady.p95_ms
+    run.steady_failed = steady.errors
+    run.steady_s = steady.window_s
     run.final_instances = loop.state.current if loop.state else 0
+    run.final_batching = loop.state.batching if loop.state else False
     return run
 
 
 async def paired(
-    triton: TritonProcess, model: str, counts: dict[str, int], *, clients: int, seconds: float, rounds: int
-) -> dict[str, float]:
-    """Throughput of each named static count, measured in turn (A, B, C, A, B, C, ...): on a
-    shared machine whose load drifts, back-to-back turns compare fairly where runs minutes
-    apart do not."""
-    samples: dict[str, list[float]] = {name: [] for name in counts}
-    for _ in range(rounds):
-        for name, count in counts.items():
-            await set_instances(triton, model, count)
-            result = await run_load(triton.url, model, concurrency=clients, duration_s=seconds, warmup_s=1.0)
-            samples[name].append(result.throughput)
-    return {name: sum(v) / len(v) for name, v in samples.items()}
+    triton: TritonProcess,
+    model: str,
+    configs: dict[str, tuple[int, bool]],
+    *,
+    clients: int,
+    seconds: float,
+    rounds: int,
+) -> dict[str, Any]:
+    """Throughput of each named static configuration (instances, batching), measured in
+    interleaved turns (A B C C B A ...): on a shared machine whose load drifts, back-to-back
+    turns compare fairly where runs minutes apart do not. Medians, and each name's rounds."""
+    samples: dict[str, list[float]] = {name: [] for name in configs}
+    for _, name in noise.interleaved(list(configs), rounds):
+        await set_instances(triton, model, *configs[name])
+        result = await run_load(triton.url, model, concurrency=clients, duration_s=seconds, warmup_s=1.0)
+        samples[name].append(result.throughput)
+    return {name: noise.spread(v).median for name, v in samples.items()} | {"rounds": samples}
 
 
 async def bench_model(args: argparse.Namespace, model: str) -> dict[str, Any]:
@@ -253,15 +315,20 @@ async def bench_model(args: argparse.Namespace, model: str) -> dict[str, Any]:
             max_instances=args.max,
             point_s=args.point_seconds,
             warmup_s=args.warmup,
+            batching=args.batching,
+            rounds=args.sweep_rounds,
         )
         best = max(points, key=lambda p: p.throughput)
+        spreads = {p.label: noise.spread(p.rounds) for p in points}
         out: dict[str, Any] = {
             "model": model,
             "clients": args.clients,
+            "sweep_spread": max(s.relative for s in spreads.values()),
+            "sweep_noisy": noise.too_noisy(spreads),
             "default": asdict(points[0]),
             "best": asdict(best),
             "sweep": [asdict(p) for p in points],
-            "sweep_seconds": round(len(points) * (args.point_seconds + args.warmup), 1),
+            "sweep_seconds": round(len(points) * args.sweep_rounds * (args.point_seconds + args.warmup), 1),
         }
         if args.profiles_dir:
             args.profiles_dir.mkdir(parents=True, exist_ok=True)
@@ -287,14 +354,19 @@ async def bench_model(args: argparse.Namespace, model: str) -> dict[str, Any]:
                 intervals=args.intervals,
                 steady_s=args.steady_seconds,
                 max_instances=args.max,
+                batching=args.batching,
             )
             out["loop"] = asdict(run)
             if args.paired_rounds:
-                counts = {"default": 1, "loop": run.final_instances, "best": best.concurrency}
+                configs = {
+                    "default": (1, False),
+                    "loop": (run.final_instances, run.final_batching),
+                    "best": (best.concurrency, best.batching),
+                }
                 out["paired"] = await paired(
                     triton,
                     model,
-                    counts,
+                    configs,
                     clients=args.clients,
                     seconds=args.point_seconds,
                     rounds=args.paired_rounds,
@@ -314,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--intervals", type=int, default=20)
     p.add_argument("--steady-seconds", type=float, default=30.0)
     p.add_argument("--sweep-only", action="store_true")
+    p.add_argument("--sweep-rounds", type=int, default=1, help="interleaved rounds of the sweep (medians)")
+    p.add_argument(
+        "--batching", action="store_true", help="dynamic batching in the sweep, and Auto for the loop"
+    )
     p.add_argument(
         "--requests-per-window",
         type=float,

@@ -11,9 +11,13 @@ from pathlib import Path
 from typing import Any
 
 
+def configuration(instances: int, batching: bool | None) -> str:
+    return f"{instances}{' +batch' if batching else ''}"
+
+
 def paired_table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| model | interval | default (1) | loop (count) | brute-force best (count) | loop / best "
+        "| model | interval | default (1) | loop (instances) | brute-force best (instances) | loop / best "
         "| best / default |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -24,7 +28,8 @@ def paired_table(results: list[dict[str, Any]]) -> str:
         loop = r["loop"]
         lines.append(
             f"| {r['model']} | {r.get('interval_s', '-')} s | {p['default']:.1f} | {p['loop']:.1f} "
-            f"({loop['final_instances']}) | {p['best']:.1f} ({r['best']['concurrency']}) | "
+            f"({configuration(loop['final_instances'], loop.get('final_batching'))}) | {p['best']:.1f} "
+            f"({configuration(r['best']['concurrency'], r['best'].get('batching'))}) | "
             f"{p['loop'] / p['best']:.0%} | {p['best'] / p['default']:.2f}x |"
         )
     return "\n".join(lines)
@@ -32,29 +37,32 @@ def paired_table(results: list[dict[str, Any]]) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| model | default (1 instance) | loop | brute-force best | loop / best | intervals to 95 % "
-        "| changes after | loop's count | sweep (instances: req/s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| model | default (1 instance) | loop, steady | failed | brute-force best | loop / best "
+        "| intervals to 95 % | changes after | loop's choice | sweep (instances: req/s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         best = r["best"]
-        sweep = ", ".join(f"{p['concurrency']}: {p['throughput']:.1f}" for p in r["sweep"])
+        sweep = ", ".join(
+            f"{configuration(p['concurrency'], p.get('batching'))}: {p['throughput']:.1f}" for p in r["sweep"]
+        )
         loop = r.get("loop")
         if loop is None:
-            cells = ["-"] * 5
+            cells = ["-"] * 6
         else:
             ratio = loop["steady_throughput"] / best["throughput"] if best["throughput"] else 0.0
             cells = [
                 f"{loop['steady_throughput']:.1f}",
+                str(loop.get("steady_failed", "-")),
                 f"{ratio:.0%}",
                 str(loop["converged_at"]) if loop["converged_at"] is not None else "never",
                 str(loop["changes_after"]),
-                str(loop["final_instances"]),
+                configuration(loop["final_instances"], loop.get("final_batching")),
             ]
         lines.append(
-            f"| {r['model']} | {r['default']['throughput']:.1f} | {cells[0]} | "
-            f"{best['throughput']:.1f} ({best['concurrency']}) | {cells[1]} | {cells[2]} | {cells[3]} | "
-            f"{cells[4]} | {sweep} |"
+            f"| {r['model']} | {r['default']['throughput']:.1f} | {cells[0]} | {cells[1]} | "
+            f"{best['throughput']:.1f} ({configuration(best['concurrency'], best.get('batching'))}) | "
+            f"{cells[2]} | {cells[3]} | {cells[4]} | {cells[5]} | {sweep} |"
         )
     return "\n".join(lines)
 

@@ -1,0 +1,73 @@
+"""What the comparison benchmarks share on a shared, noisy machine.
+
+Every comparison is measured side by side in one run: each configuration once per round, the
+rounds interleaved (ascending, then descending, so a slow minute falls on all configurations
+alike), the median kept with its spread. A run starts only below a load average, records the
+load at every point, and is not published when any configuration's spread is above
+``MAX_SPREAD``: the results go to ``<name>.rejected.json`` and the script exits with
+``EXIT_NOISY`` (``--force`` publishes it, marked noisy).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+# (max - min) / median of one configuration's rounds. 15 % is about what a quiet hour of this
+# 2-core VM gives for the same configuration; a neighbour's build shows as 30 % or more.
+MAX_SPREAD = 0.15
+MAX_LOAD = 1.0  # the 1-minute load average a run may start at
+EXIT_NOISY = 4
+EXIT_BUSY = 3
+
+T = TypeVar("T")
+
+
+def load1() -> float:
+    return os.getloadavg()[0]
+
+
+def wait_for_quiet(max_load: float, wait_s: float) -> float:
+    """Wait up to ``wait_s`` for the 1-minute load to fall to ``max_load``; return the load seen."""
+    deadline = time.monotonic() + wait_s
+    while (load := load1()) > max_load and time.monotonic() < deadline:
+        time.sleep(5)
+    return load
+
+
+def interleaved(configs: Sequence[T], rounds: int) -> Iterator[tuple[int, T]]:
+    """(round, configuration): every configuration once per round, odd rounds in reverse."""
+    for round_index in range(rounds):
+        for config in configs if round_index % 2 == 0 else list(reversed(configs)):
+            yield round_index, config
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    median: float
+    low: float
+    high: float
+
+    @property
+    def relative(self) -> float:
+        return (self.high - self.low) / self.median if self.median else 0.0
+
+    def describe(self, digits: int = 1) -> str:
+        return f"{self.median:.{digits}f} ({self.low:.{digits}f}–{self.high:.{digits}f})"
+
+
+def spread(values: Sequence[float]) -> Spread:
+    return Spread(statistics.median(values), min(values), max(values))
+
+
+def too_noisy(spreads: dict[str, Spread], max_spread: float = MAX_SPREAD) -> list[str]:
+    """The configurations whose rounds disagree by more than ``max_spread``, in words."""
+    return [
+        f"{name}: {s.describe()} spreads {s.relative:.0%}"
+        for name, s in spreads.items()
+        if s.relative > max_spread
+    ]

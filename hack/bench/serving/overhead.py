@@ -1,0 +1,357 @@
+"""Serving overhead: Triton's best throughput against ONNX Runtime called directly, per zoo model.
+
+For every zoo model, in one run, interleaved (hack/bench/noise.py), on the same cores with the
+same threads (one intra-op thread per session or instance, batch-1 requests):
+
+* ``ort xN``: N processes calling ONNX Runtime directly, with the shim's session settings
+  (ort_direct.py, in the data-plane environment) — no server, no client, no copies;
+* ``triton xN``: a real Triton 2.51 with N instances of the ONNX Runtime Python-backend shim,
+  ``--clients`` closed-loop HTTP clients (the load generator, in this process);
+* ``triton xN +batch D``: the same with Triton's dynamic batching (max batch 8, queue delay D µs).
+
+Per point it records throughput and p95, the mean batch Triton formed (its inference count over
+its execution count), and the CPU each part spent per request: the client, the tritonserver
+process, and the backend stubs (where ONNX Runtime runs; the stub CPU beyond ``ort``'s CPU per
+run is the shim's own cost). Writes results.json and RESULTS.md beside this file; a run whose
+rounds spread more than --max-spread is written to results.rejected.json instead (exit 4).
+
+    .venv/bin/python hack/bench/serving/overhead.py                      # every zoo model (~25 min)
+    .venv/bin/python hack/bench/serving/overhead.py --models mobilenet_v2 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, NamedTuple
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import noise  # noqa: E402
+
+from edgetenant import zoo  # noqa: E402
+from edgetenant.adapters.triton import TritonAdapter  # noqa: E402
+from edgetenant.dataplane import local, repository  # noqa: E402
+from edgetenant.profiling.loadgen import run_load  # noqa: E402
+from edgetenant.render.triton import SHIM_BACKEND, DynamicBatching, TritonModelSpec  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+STUB = "triton_python_b"  # the backend stub's command name, as the kernel truncates it
+
+
+class Config(NamedTuple):
+    runtime: str  # "ort" or "triton"
+    instances: int
+    delay_us: int | None = None  # Triton dynamic batching's queue delay; None: batching off
+
+    @property
+    def label(self) -> str:
+        batching = "" if self.delay_us is None else f" +batch {self.delay_us}us"
+        return f"{self.runtime} x{self.instances}{batching}"
+
+
+def cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def stub_pids(parent: int) -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        if comm == STUB and int(text.rsplit(")", 1)[1].split()[1]) == parent:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def triton_counts(metrics: str, model: str) -> tuple[float, float]:
+    """(inferences, executions) of ``model`` from Triton's metrics text."""
+    found = {"nv_inference_count": 0.0, "nv_inference_exec_count": 0.0}
+    for line in metrics.splitlines():
+        name = line.split("{", 1)[0]
+        if name in found and f'model="{model}"' in line:
+            found[name] += float(line.rsplit(" ", 1)[1])
+    return found["nv_inference_count"], found["nv_inference_exec_count"]
+
+
+def fetch_metrics(url: str) -> str:
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
+async def measure_ort(
+    env: local.DataplaneEnv, onnx: Path, config: Config, args: argparse.Namespace
+) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        str(env.python), str(HERE / "ort_direct.py"), "--model", str(onnx),
+        "--processes", str(config.instances), "--duration", str(args.duration), "--warmup", str(args.warmup),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"ort_direct.py failed for {onnx} ({config.label})")
+    result = json.loads(out)
+    return {
+        "throughput": result["throughput"],
+        "p95_ms": result["p95_ms"],
+        "errors": 0,
+        "ort_cpu_ms_per_request": 1000 * result["cpu_s"] / max(result["runs"], 1),
+    }
+
+
+async def measure_triton(
+    triton: local.TritonProcess, admin: TritonAdapter, served: str, config: Config, args: argparse.Namespace
+) -> dict[str, Any]:
+    batching = (
+        None if config.delay_us is None else DynamicBatching(max_queue_delay_microseconds=config.delay_us)
+    )
+    spec = TritonModelSpec(
+        name=served,
+        backend=SHIM_BACKEND,
+        max_batch_size=8,
+        instance_count=config.instances,
+        threads_per_instance=1,
+        dynamic_batching=batching,
+    )
+    await admin.apply_spec(spec)
+    await asyncio.sleep(1)  # the new stubs settle
+    stubs = stub_pids(triton.pid)
+    before_metrics = triton_counts(fetch_metrics(triton.metrics_url), served)
+    before = (time.process_time(), cpu_s(triton.pid), sum(cpu_s(p) for p in stubs))
+    result = await run_load(
+        triton.url, served, concurrency=args.clients, duration_s=args.duration, warmup_s=args.warmup
+    )
+    after = (time.process_time(), cpu_s(triton.pid), sum(cpu_s(p) for p in stubs))
+    after_metrics = triton_counts(fetch_metrics(triton.metrics_url), served)
+    # CPU and counts cover the warm-up too: divide by every request sent in that time.
+    inferences = after_metrics[0] - before_metrics[0]
+    executions = after_metrics[1] - before_metrics[1]
+    per_request = 1000 / max(inferences, 1)
+    return {
+        "throughput": result.throughput,
+        "p95_ms": result.p95_ms,
+        "errors": result.errors,
+        "mean_batch": inferences / executions if executions else None,
+        "client_cpu_ms_per_request": (after[0] - before[0]) * per_request,
+        "server_cpu_ms_per_request": (after[1] - before[1]) * per_request,
+        "stub_cpu_ms_per_request": (after[2] - before[2]) * per_request,
+    }
+
+
+def configs_for(args: argparse.Namespace) -> list[Config]:
+    configs = [Config("ort", n) for n in range(1, args.max_instances + 1)]
+    for delay in [None, *args.delays]:
+        configs += [Config("triton", n, delay) for n in range(1, args.max_instances + 1)]
+    return configs
+
+
+async def profile_model(
+    name: str, env: local.DataplaneEnv, triton: local.TritonProcess, args: argparse.Namespace
+) -> dict[str, Any]:
+    served = f"overhead-{name.replace('_', '-')}"
+    onnx = zoo.ensure_model(name)
+    repository.write_model(
+        triton.model_repository,
+        TritonModelSpec(name=served, backend=SHIM_BACKEND, threads_per_instance=1),
+        onnx,
+    )
+    points: dict[str, list[dict[str, Any]]] = {}
+    configs = configs_for(args)
+    async with TritonAdapter(triton.url) as admin:
+        for round_index, config in noise.interleaved(configs, args.rounds):
+            if config.runtime == "ort":
+                point = await measure_ort(env, onnx, config, args)
+            else:
+                point = await measure_triton(triton, admin, served, config, args)
+            point["load1"] = noise.load1()
+            points.setdefault(config.label, []).append(point)
+            batch = f" batch {point['mean_batch']:.2f}" if point.get("mean_batch") else ""
+            print(
+                f"  {name} round {round_index + 1} {config.label:24} {point['throughput']:7.1f}/s "
+                f"p95 {point['p95_ms']:7.1f} ms{batch} (load {point['load1']:.2f})",
+                flush=True,
+            )
+        await admin.unload_model(served)
+    return {
+        "configs": [c._asdict() | {"label": c.label} for c in configs],
+        "points": points,
+    }
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def summarize(results: dict[str, Any]) -> dict[str, dict[str, noise.Spread]]:
+    return {
+        model: {
+            label: noise.spread([r["throughput"] for r in runs]) for label, runs in entry["points"].items()
+        }
+        for model, entry in results["models"].items()
+    }
+
+
+def best(
+    spreads: dict[str, noise.Spread], prefix: str, batching: bool | None = None
+) -> tuple[str, noise.Spread]:
+    chosen = {
+        label: s
+        for label, s in spreads.items()
+        if label.startswith(prefix) and (batching is None or ("+batch" in label) == batching)
+    }
+    label = max(chosen, key=lambda key: chosen[key].median)
+    return label, chosen[label]
+
+
+def render_report(results: dict[str, Any]) -> str:
+    spreads = summarize(results)
+    settings = results["settings"]
+    lines = [
+        "# Serving overhead: Triton vs ONNX Runtime called directly",
+        "",
+        "Generated by `hack/bench/serving/overhead.py`; raw figures in `results.json`.",
+        "",
+        f"Measured {results['measured_at']} on {results['machine']['cpu']} "
+        f"({results['machine']['cores']} cores), "
+        f"1-minute load average {results['load1_min']:.2f}–{results['load1_max']:.2f} over the run. "
+        f"{settings['rounds']} interleaved rounds of {settings['duration']} s per point (after "
+        f"{settings['warmup']} s of warm-up), medians with the rounds' min–max; Triton points with "
+        f"{settings['clients']} closed-loop HTTP clients. Largest spread of any point: "
+        f"{results['max_spread']:.0%} (published at most {settings['max_spread']:.0%})"
+        + (" — **noisy, published with --force**." if results.get("noisy") else "."),
+        "",
+        "| model | ORT direct, best | Triton, best without batching | ratio | Triton, best with batching "
+        "| mean batch | ratio | batching's gain |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for model, by_label in spreads.items():
+        ort_label, ort = best(by_label, "ort")
+        plain_label, plain = best(by_label, "triton", batching=False)
+        batch_label, batched = best(by_label, "triton", batching=True)
+        mean_batch = median_of(results["models"][model]["points"][batch_label], "mean_batch")
+        plain_at, batch_at = plain_label.removeprefix("triton "), batch_label.removeprefix("triton ")
+        lines.append(
+            f"| {model} | {ort.describe()} ({ort_label}) | {plain.describe()} ({plain_at}) "
+            f"| {plain.median / ort.median:.0%} | {batched.describe()} ({batch_at}) | {mean_batch or 1:.2f} "
+            f"| {batched.median / ort.median:.0%} | {batched.median / plain.median:.2f}× |"
+        )
+    lines += [
+        "",
+        "CPU per request at one instance, batching off (ms; median of the rounds): what the client (the "
+        "Python load generator, on the same cores), the tritonserver process and the backend stubs spent, "
+        "against ONNX Runtime's own CPU per run called directly.",
+        "",
+        "| model | ORT direct | stubs (ORT + shim) | shim's share (stubs − ORT) | tritonserver | client |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for model, entry in results["models"].items():
+        points = entry["points"]
+        ort_cpu = median_of(points["ort x1"], "ort_cpu_ms_per_request") or 0.0
+        stub = median_of(points["triton x1"], "stub_cpu_ms_per_request") or 0.0
+        server = median_of(points["triton x1"], "server_cpu_ms_per_request") or 0.0
+        client = median_of(points["triton x1"], "client_cpu_ms_per_request") or 0.0
+        lines.append(
+            f"| {model} | {ort_cpu:.2f} | {stub:.2f} | {stub - ort_cpu:.2f} | {server:.2f} | {client:.2f} |"
+        )
+    lines += ["", "Every point (req/s, median (min–max)):", ""]
+    labels = [c["label"] for c in next(iter(results["models"].values()))["configs"]]
+    lines += ["| model | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+    for model, by_label in spreads.items():
+        lines.append(f"| {model} | " + " | ".join(by_label[label].describe() for label in labels) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    env = local.find_dataplane_env()
+    results: dict[str, Any] = {
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": {
+            "cpu": cpu_name(),
+            "cores": len(os.sched_getaffinity(0)),
+        },
+        "settings": {
+            key: getattr(args, key)
+            for key in ("rounds", "duration", "warmup", "clients", "max_instances", "delays", "max_spread")
+        },
+        "models": {},
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="edgetenant-overhead-"))
+    (workdir / "models").mkdir()
+    with local.start_triton(workdir / "models", log_path=workdir / "tritonserver.log") as triton:
+        for name in args.models:
+            print(f"{name}:", flush=True)
+            results["models"][name] = await profile_model(name, env, triton, args)
+    loads = [p["load1"] for e in results["models"].values() for runs in e["points"].values() for p in runs]
+    results["load1_min"], results["load1_max"] = min(loads), max(loads)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=list(zoo.ZOO), choices=list(zoo.ZOO))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds measured per point")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--clients", type=int, default=8, help="closed-loop clients per Triton point")
+    parser.add_argument("--max-instances", type=int, default=2, help="1..N processes or instances")
+    parser.add_argument(
+        "--delays", type=int, nargs="*", default=[0, 2000], help="dynamic batching queue delays (µs) to try"
+    )
+    parser.add_argument("--max-spread", type=float, default=noise.MAX_SPREAD)
+    parser.add_argument("--max-load", type=float, default=noise.MAX_LOAD)
+    parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for the load to drop")
+    parser.add_argument("--force", action="store_true", help="run whatever the load, publish however noisy")
+    parser.add_argument("--report-only", action="store_true", help="re-render RESULTS.md from results.json")
+    args = parser.parse_args()
+    results_path = HERE / "results.json"
+    if args.report_only:
+        (HERE / "RESULTS.md").write_text(render_report(json.loads(results_path.read_text())))
+        return 0
+    load = noise.wait_for_quiet(args.max_load, args.wait)
+    if load > args.max_load and not args.force:
+        print(f"load average {load:.2f} is above {args.max_load}: not measuring (--force to anyway)")
+        return noise.EXIT_BUSY
+    results = asyncio.run(run(args))
+    spreads = {f"{m} {label}": s for m, by in summarize(results).items() for label, s in by.items()}
+    results["max_spread"] = max(s.relative for s in spreads.values())
+    noisy = noise.too_noisy(spreads, args.max_spread)
+    if noisy and not args.force:
+        rejected = HERE / "results.rejected.json"
+        rejected.write_text(json.dumps(results, indent=2))
+        print("not published, too noisy:\n  " + "\n  ".join(noisy) + f"\nraw figures: {rejected}")
+        return noise.EXIT_NOISY
+    results["noisy"] = bool(noisy)
+    results_path.write_text(json.dumps(results, indent=2))
+    (HERE / "RESULTS.md").write_text(render_report(results))
+    print(render_report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
