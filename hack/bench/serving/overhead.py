@@ -235,7 +235,11 @@ def render_report(results: dict[str, Any]) -> str:
         f"{settings['warmup']} s of warm-up), medians with the rounds' min–max; Triton points with "
         f"{settings['clients']} closed-loop HTTP clients. Largest spread of any point: "
         f"{results['max_spread']:.0%} (published at most {settings['max_spread']:.0%})"
-        + (" — **noisy, published with --force**." if results.get("noisy") else "."),
+        + (
+            f" — **noisy**: {'; '.join(results.get('noisy_points', []))}; published with --force."
+            if results.get("noisy")
+            else "."
+        ),
         "",
         "| model | ORT direct, best | Triton, best without batching | ratio | Triton, best with batching "
         "| mean batch | ratio | batching's gain |",
@@ -346,7 +350,7 @@ def main() -> int:
         rejected.write_text(json.dumps(results, indent=2))
         print("not published, too noisy:\n  " + "\n  ".join(noisy) + f"\nraw figures: {rejected}")
         return noise.EXIT_NOISY
-    results["noisy"] = bool(noisy)
+    results["noisy"], results["noisy_points"] = bool(noisy), noisy
     results_path.write_text(json.dumps(results, indent=2))
     (HERE / "RESULTS.md").write_text(render_report(results))
     print(render_report(results))

@@ -106,10 +106,6 @@ class SweepPoint:
     batching: bool = False
     rounds: list[float] = field(default_factory=list)  # each round's throughput
 
-    @property
-    def label(self) -> str:
-        return f"x{self.concurrency}{' +batch' if self.batching else ''}"
-
 
 async def sweep(
     triton: TritonProcess,
@@ -319,12 +315,9 @@ async def bench_model(args: argparse.Namespace, model: str) -> dict[str, Any]:
             rounds=args.sweep_rounds,
         )
         best = max(points, key=lambda p: p.throughput)
-        spreads = {p.label: noise.spread(p.rounds) for p in points}
         out: dict[str, Any] = {
             "model": model,
             "clients": args.clients,
-            "sweep_spread": max(s.relative for s in spreads.values()),
-            "sweep_noisy": noise.too_noisy(spreads),
             "default": asdict(points[0]),
             "best": asdict(best),
             "sweep": [asdict(p) for p in points],
@@ -402,17 +395,48 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profiles-dir", type=Path, help="write each sweep as a ModelProfile YAML here")
     p.add_argument("--out", type=Path, default=HERE / "results.json")
     p.add_argument("--instance-kind", choices=["KIND_CPU", "KIND_GPU"], default="KIND_CPU")
+    p.add_argument("--max-spread", type=float, default=noise.MAX_SPREAD)
+    p.add_argument("--max-load", type=float, default=noise.MAX_LOAD)
+    p.add_argument("--wait", type=float, default=300.0, help="seconds to wait for the load to drop")
+    p.add_argument("--force", action="store_true", help="run whatever the load, publish however noisy")
     args = p.parse_args(argv)
     global INSTANCE_KIND  # noqa: PLW0603  (a script-wide setting, fixed before anything runs)
     INSTANCE_KIND = args.instance_kind
+    load = noise.wait_for_quiet(args.max_load, args.wait)
+    if load > args.max_load and not args.force:
+        print(f"load average {load:.2f} is above {args.max_load}: not measuring (--force to anyway)")
+        return noise.EXIT_BUSY
     results = []
     started = time.time()
+    # Written as it goes (a long run keeps what it measured), under a name that says unpublished.
+    pending = args.out.with_suffix(".rejected.json")
     for model in args.models:
         print(f"== {model}", flush=True)
         results.append(asyncio.run(bench_model(args, model)))
-        args.out.write_text(json.dumps({"args": _jsonable(vars(args)), "results": results}, indent=2))
+        pending.write_text(json.dumps({"args": _jsonable(vars(args)), "results": results}, indent=2))
+    noisy = [
+        f"{r['model']} {problem}"
+        for r in results
+        for problem in noise.too_noisy(spreads_of(r), args.max_spread)
+    ]
+    if noisy and not args.force:
+        print("not published, too noisy:\n  " + "\n  ".join(noisy) + f"\nraw figures: {pending}")
+        return noise.EXIT_NOISY
+    pending.replace(args.out)
     print(f"done in {time.time() - started:.0f}s; results in {args.out}")
     return 0
+
+
+def spreads_of(result: dict[str, Any]) -> dict[str, noise.Spread]:
+    """Every repeated measurement of one model: the sweep's points and the paired turns."""
+    spreads = {
+        f"sweep x{p['concurrency']}{' +batch' if p['batching'] else ''}": noise.spread(p["rounds"])
+        for p in result["sweep"]
+        if p["rounds"]
+    }
+    for name, rounds in result.get("paired", {}).get("rounds", {}).items():
+        spreads[f"paired {name}"] = noise.spread(rounds)
+    return spreads
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
