@@ -9,9 +9,10 @@ above capacity.
   generator in ``--sweep-rounds`` interleaved rounds (medians, spread reported); writes a
   ModelProfile YAML (the unit tests' fixtures come from here) and the best static configuration.
 * ``loop``: from one instance without batching, ``edgetenant``'s control loop under the same
-  load (batching ``Auto`` with ``--batching``); records each decision, the interval at which
-  throughput first reached 95 % of the brute-force best, the changes after that, and the
-  throughput and failed requests of a steady window measured by the load generator.
+  load (batching ``Auto`` with ``--batching``) for ``--intervals`` ticks, then on through a
+  ``--steady-seconds`` window; records each decision, the interval at which throughput first
+  reached 95 % of the brute-force best, the changes after that, and the throughput and failed
+  requests of the steady window measured by the load generator.
 
 Usage (see RESULTS.md for the exact runs):
     nice -n 10 .venv/bin/python hack/bench/tuning/bench.py --models mobilenet_v2 resnet18
@@ -255,16 +256,23 @@ async def tune(
             f"{throughput:7.2f}/s  {d.reason}"
         )
 
-    tuning_s = interval_s * (intervals + 1.5)
-
     async def load() -> Any:
-        await run_load(triton.url, model, concurrency=clients, duration_s=tuning_s - steady_s, seed=7)
+        # Until the loop has had its intervals (a tick can take longer than the interval, so
+        # counted in ticks, not seconds), in slices; then the measured steady window.
+        while len(run.decisions) < intervals:
+            await run_load(triton.url, model, concurrency=clients, duration_s=2 * interval_s, seed=7)
         return await run_load(triton.url, model, concurrency=clients, duration_s=steady_s, seed=8)
 
     load_task = asyncio.create_task(load())
     await asyncio.sleep(1.0)  # the first window should see load
-    await loop.run(intervals=intervals, on_tick=record)
-    steady = await load_task
+    # The loop keeps deciding through the steady window (holding is what is measured there) and
+    # stops with the load: a loop that saw the load end would rightly scale down.
+    loop_task = asyncio.create_task(loop.run(on_tick=record))
+    try:
+        steady = await load_task
+    finally:
+        loop_task.cancel()
+        await asyncio.gather(loop_task, return_exceptions=True)
     run.steady_throughput = steady.throughput
     run.steady_p95_ms = steady.p95_ms
     run.steady_failed = steady.errors
@@ -376,7 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--point-seconds", type=float, default=8.0)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--interval", type=float, default=5.0)
-    p.add_argument("--intervals", type=int, default=20)
+    p.add_argument(
+        "--intervals", type=int, default=10, help="the loop's ticks to converge in, before the steady window"
+    )
     p.add_argument("--steady-seconds", type=float, default=30.0)
     p.add_argument("--sweep-only", action="store_true")
     p.add_argument("--sweep-rounds", type=int, default=1, help="interleaved rounds of the sweep (medians)")
