@@ -35,11 +35,13 @@ def paired_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def table(results: list[dict[str, Any]]) -> str:
+def table(results: list[dict[str, Any]], intervals: int) -> str:
+    """``intervals``: the loop's ticks before the steady window (bench.py's --intervals)."""
     lines = [
         "| model | default (1 instance) | loop, steady | failed | brute-force best | loop / best "
-        "| intervals to 95 % | changes after | loop's choice | sweep (instances: req/s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| intervals to 95 % | last change | changes in the steady window | loop's choice "
+        "| sweep (instances: req/s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         best = r["best"]
@@ -48,28 +50,30 @@ def table(results: list[dict[str, Any]]) -> str:
         )
         loop = r.get("loop")
         if loop is None:
-            cells = ["-"] * 6
+            cells = ["-"] * 7
         else:
             ratio = loop["steady_throughput"] / best["throughput"] if best["throughput"] else 0.0
+            changes = [d["interval"] for d in loop["decisions"] if d["action"] != "Hold"]
             cells = [
                 f"{loop['steady_throughput']:.1f}",
                 str(loop.get("steady_failed", "-")),
                 f"{ratio:.0%}",
                 str(loop["converged_at"]) if loop["converged_at"] is not None else "never",
-                str(loop["changes_after"]),
+                str(max(changes, default=0)),
+                f"{sum(1 for i in changes if i > intervals)} of {len(loop['decisions']) - intervals} ticks",
                 configuration(loop["final_instances"], loop.get("final_batching")),
             ]
         lines.append(
             f"| {r['model']} | {r['default']['throughput']:.1f} | {cells[0]} | {cells[1]} | "
             f"{best['throughput']:.1f} ({configuration(best['concurrency'], best.get('batching'))}) | "
-            f"{cells[2]} | {cells[3]} | {cells[4]} | {cells[5]} | {sweep} |"
+            f"{cells[2]} | {cells[3]} | {cells[4]} | {cells[5]} | {cells[6]} | {sweep} |"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
     data = json.loads(Path(argv[0]).read_text())
-    print(table(data["results"]))
+    print(table(data["results"], int(data["args"]["intervals"])))
     if any(r.get("paired") for r in data["results"]):
         print()
         print(paired_table(data["results"]))
