@@ -10,12 +10,15 @@ load at every point, and is not published when any configuration's spread is abo
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import statistics
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 # (max - min) / median of one configuration's rounds. 15 % is about what a quiet hour of this
 # 2-core VM gives for the same configuration; a neighbour's build shows as 30 % or more.
@@ -71,3 +74,32 @@ def too_noisy(spreads: dict[str, Spread], max_spread: float = MAX_SPREAD) -> lis
         for name, s in spreads.items()
         if s.relative > max_spread
     ]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """--max-spread, --max-load, --wait and --force, the same in every benchmark."""
+    parser.add_argument("--max-spread", type=float, default=MAX_SPREAD)
+    parser.add_argument("--max-load", type=float, default=MAX_LOAD)
+    parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for the load to drop")
+    parser.add_argument("--force", action="store_true", help="run whatever the load, publish however noisy")
+
+
+def too_busy(args: argparse.Namespace) -> bool:
+    """Wait for a quiet machine; True (and why, printed) when it never came and --force is not set."""
+    load = wait_for_quiet(args.max_load, args.wait)
+    if load > args.max_load and not args.force:
+        print(f"load average {load:.2f} is above {args.max_load}: not measuring (--force to anyway)")
+        return True
+    return False
+
+
+def reject(results: dict[str, Any], spreads: dict[str, Spread], args: argparse.Namespace, path: Path) -> bool:
+    """Mark ``results`` with its spread; True when too noisy to publish (then written to ``path``)."""
+    noisy = too_noisy(spreads, args.max_spread)
+    results["max_spread"] = max(s.relative for s in spreads.values())
+    results["noisy"], results["noisy_points"] = bool(noisy), noisy
+    if noisy and not args.force:
+        path.write_text(json.dumps(results, indent=2))
+        print("not published, too noisy:\n  " + "\n  ".join(noisy) + f"\nraw figures: {path}")
+        return True
+    return False

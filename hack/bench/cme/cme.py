@@ -440,10 +440,7 @@ def main() -> int:
     parser.add_argument("--gpu", action="store_true", help="KIND_GPU instances on ORT's CUDA provider")
     parser.add_argument("--instance-kind", help="default KIND_CPU, or KIND_GPU with --gpu")
     parser.add_argument("--provider", choices=["cpu", "cuda"], help="force the shim's ORT provider")
-    parser.add_argument("--max-spread", type=float, default=noise.MAX_SPREAD)
-    parser.add_argument("--max-load", type=float, default=noise.MAX_LOAD)
-    parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for the load to drop")
-    parser.add_argument("--force", action="store_true", help="run whatever the load, publish however noisy")
+    noise.add_arguments(parser)
     args = parser.parse_args()
     args.instance_kind = args.instance_kind or ("KIND_GPU" if args.gpu else "KIND_CPU")
     args.suffix = "-gpu" if args.gpu else ""
@@ -451,9 +448,7 @@ def main() -> int:
     if args.report_only:
         results = json.loads(results_path.read_text())
     else:
-        load = noise.wait_for_quiet(args.max_load, args.wait)
-        if load > args.max_load and not args.force:
-            print(f"load average {load:.2f} is above {args.max_load}: not measuring (--force to anyway)")
+        if noise.too_busy(args):
             return noise.EXIT_BUSY
         results = asyncio.run(run(args))
         spreads = {
@@ -461,14 +456,8 @@ def main() -> int:
             for name, entry in results["models"].items()
             for config, runs in entry["rounds"].items()
         }
-        results["max_spread"] = max(s.relative for s in spreads.values())
-        noisy = noise.too_noisy(spreads, args.max_spread)
-        if noisy and not args.force:
-            rejected = HERE / f"results{args.suffix}.rejected.json"
-            rejected.write_text(json.dumps(results, indent=2))
-            print("not published, too noisy:\n  " + "\n  ".join(noisy) + f"\nraw figures: {rejected}")
+        if noise.reject(results, spreads, args, HERE / f"results{args.suffix}.rejected.json"):
             return noise.EXIT_NOISY
-        results["noisy"] = bool(noisy)
     discussion = HERE / f"discussion{args.suffix}.md"
     results["discussion"] = discussion.read_text() if discussion.is_file() else ""
     plot(results, suffix=args.suffix)

@@ -327,30 +327,19 @@ def main() -> int:
     parser.add_argument(
         "--delays", type=int, nargs="*", default=[0, 2000], help="dynamic batching queue delays (µs) to try"
     )
-    parser.add_argument("--max-spread", type=float, default=noise.MAX_SPREAD)
-    parser.add_argument("--max-load", type=float, default=noise.MAX_LOAD)
-    parser.add_argument("--wait", type=float, default=300.0, help="seconds to wait for the load to drop")
-    parser.add_argument("--force", action="store_true", help="run whatever the load, publish however noisy")
+    noise.add_arguments(parser)
     parser.add_argument("--report-only", action="store_true", help="re-render RESULTS.md from results.json")
     args = parser.parse_args()
     results_path = HERE / "results.json"
     if args.report_only:
         (HERE / "RESULTS.md").write_text(render_report(json.loads(results_path.read_text())))
         return 0
-    load = noise.wait_for_quiet(args.max_load, args.wait)
-    if load > args.max_load and not args.force:
-        print(f"load average {load:.2f} is above {args.max_load}: not measuring (--force to anyway)")
+    if noise.too_busy(args):
         return noise.EXIT_BUSY
     results = asyncio.run(run(args))
     spreads = {f"{m} {label}": s for m, by in summarize(results).items() for label, s in by.items()}
-    results["max_spread"] = max(s.relative for s in spreads.values())
-    noisy = noise.too_noisy(spreads, args.max_spread)
-    if noisy and not args.force:
-        rejected = HERE / "results.rejected.json"
-        rejected.write_text(json.dumps(results, indent=2))
-        print("not published, too noisy:\n  " + "\n  ".join(noisy) + f"\nraw figures: {rejected}")
+    if noise.reject(results, spreads, args, HERE / "results.rejected.json"):
         return noise.EXIT_NOISY
-    results["noisy"], results["noisy_points"] = bool(noisy), noisy
     results_path.write_text(json.dumps(results, indent=2))
     (HERE / "RESULTS.md").write_text(render_report(results))
     print(render_report(results))

@@ -405,16 +405,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profiles-dir", type=Path, help="write each sweep as a ModelProfile YAML here")
     p.add_argument("--out", type=Path, default=HERE / "results.json")
     p.add_argument("--instance-kind", choices=["KIND_CPU", "KIND_GPU"], default="KIND_CPU")
-    p.add_argument("--max-spread", type=float, default=noise.MAX_SPREAD)
-    p.add_argument("--max-load", type=float, default=noise.MAX_LOAD)
-    p.add_argument("--wait", type=float, default=300.0, help="seconds to wait for the load to drop")
-    p.add_argument("--force", action="store_true", help="run whatever the load, publish however noisy")
+    noise.add_arguments(p)
     args = p.parse_args(argv)
     global INSTANCE_KIND  # noqa: PLW0603  (a script-wide setting, fixed before anything runs)
     INSTANCE_KIND = args.instance_kind
-    load = noise.wait_for_quiet(args.max_load, args.wait)
-    if load > args.max_load and not args.force:
-        print(f"load average {load:.2f} is above {args.max_load}: not measuring (--force to anyway)")
+    if noise.too_busy(args):
         return noise.EXIT_BUSY
     results = []
     started = time.time()
