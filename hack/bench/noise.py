@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -26,12 +27,45 @@ MAX_SPREAD = 0.15
 MAX_LOAD = 1.0  # the 1-minute load average a run may start at
 EXIT_NOISY = 4
 EXIT_BUSY = 3
+TICKS = os.sysconf("SC_CLK_TCK")
 
 T = TypeVar("T")
 
 
 def load1() -> float:
     return os.getloadavg()[0]
+
+
+def cpu_s(pid: int) -> float | None:
+    """utime + stime of a live process, in seconds; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def machine() -> dict[str, Any]:
+    """What a result needs to say about the machine it was measured on."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            memory_kib = int(line.split()[1])
+    return {
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)),
+        "memory_gib": memory_kib / 2**20,
+        "python": platform.python_version(),
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
 
 
 def wait_for_quiet(max_load: float, wait_s: float) -> float:

@@ -19,7 +19,6 @@ import asyncio
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -248,9 +247,13 @@ def render_report(results: dict[str, Any], *, suffix: str = "") -> str:
         f"{results['settings']['duration']:g} s measured per point; every configuration measured "
         f"{results['settings'].get('rounds', 1)} times, interleaved (ascending, then descending), "
         "medians reported; the load generator runs on the same cores as the server.",
-        f"- Largest spread of any point's rounds: {results.get('max_spread', math.nan):.0%} "
-        f"(published at most {noise.MAX_SPREAD:.0%} unless --force"
-        + ("; this run was forced: **noisy**)." if results.get("noisy") else ")."),
+        (
+            f"- Largest spread of any point's rounds: {results['max_spread']:.0%} "
+            f"(published at most {noise.MAX_SPREAD:.0%} unless --force"
+            + ("; this run was forced: **noisy**)." if results.get("noisy") else ").")
+            if "max_spread" in results  # runs before the spread rule have none
+            else "- Spread: not checked (measured before hack/bench/noise.py)."
+        ),
         f"- Matrix-multiply peak of these cores (float32 1024x1024, best of a run before and after "
         f"the sweep): {peak_all:.1f} GFLOP/s with "
         f"{cores} threads, {peak_one:.1f} GFLOP/s with 1 "
@@ -358,30 +361,8 @@ def plot(results: dict[str, Any], *, suffix: str = "") -> None:
         plt.close(figure)
 
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory_kib = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            memory_kib = int(line.split()[1])
-    return {
-        "cpu": cpu,
-        "cores": len(os.sched_getaffinity(0)),
-        "memory_gib": memory_kib / 2**20,
-        "python": platform.python_version(),
-        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }
-
-
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    info = machine()
+    info = noise.machine()
     cores = info["cores"]
     env = local.find_dataplane_env()
     print(f"measuring the matmul peak of {cores} cores ...", flush=True)

@@ -42,6 +42,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "hack" / "bench"))
+
+import noise  # noqa: E402
 
 from tests.lab import Lab, OperatorProcess, install, wait_for  # noqa: E402
 
@@ -50,7 +53,6 @@ METRICS_PORT = 18089
 # 2 cores: the lab and the operator together keep about two busy while tenants arrive, so a
 # neighbour's load of 2.5 means they get well under half the machine.
 MAX_LOAD = 2.5
-TICK = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 NOISY_SHARE = 0.25
 
@@ -146,20 +148,11 @@ def status_kib(pid: int, field: str) -> int | None:
     return None
 
 
-def cpu_s(pid: int) -> float | None:
-    """utime + stime of a live process, in seconds."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 def machine_busy_s() -> float:
     """CPU seconds all cores spent not idle since boot (/proc/stat)."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = values[3] + values[4]  # idle + iowait
-    return (sum(values[:8]) - idle) / TICK
+    return (sum(values[:8]) - idle) / noise.TICKS
 
 
 def own_cpu_s() -> float:
@@ -307,8 +300,8 @@ def main() -> int:
         time.sleep(3)  # leads (standalone), first pass over an empty namespace
         rss_started = (status_kib(pid, "VmRSS") or 0) / 1024
         pids = lab_pids(lab)
-        cpu_before = {name: cpu_s(p) for name, p in pids.items()}
-        operator_before = cpu_s(pid) or 0.0
+        cpu_before = {name: noise.cpu_s(p) for name, p in pids.items()}
+        operator_before = noise.cpu_s(pid) or 0.0
         busy_before, own_before = machine_busy_s(), own_cpu_s()
         started, load_applying = time.monotonic(), os.getloadavg()[0]
         body = tenants(args.tenants)
@@ -325,8 +318,8 @@ def main() -> int:
 
         wait_for("all tenants Placed", placed, timeout=args.timeout, interval=1)
         all_placed_s = time.monotonic() - started
-        cpu_after = {name: cpu_s(p) for name, p in pids.items()}
-        operator_after = cpu_s(pid) or 0.0
+        cpu_after = {name: noise.cpu_s(p) for name, p in pids.items()}
+        operator_after = noise.cpu_s(pid) or 0.0
         busy_after, own_after = machine_busy_s(), own_cpu_s()
         load_placed = os.getloadavg()[0]
         time.sleep(12)  # one more resync, so the per-reconcile figures include steady-state passes

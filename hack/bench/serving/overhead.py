@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -37,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import noise  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from edgetenant import zoo  # noqa: E402
 from edgetenant.adapters.triton import TritonAdapter  # noqa: E402
@@ -44,7 +44,6 @@ from edgetenant.dataplane import local, repository  # noqa: E402
 from edgetenant.profiling.loadgen import run_load  # noqa: E402
 from edgetenant.render.triton import SHIM_BACKEND, DynamicBatching, TritonModelSpec  # noqa: E402
 
-TICKS = os.sysconf("SC_CLK_TCK")
 STUB = "triton_python_b"  # the backend stub's command name, as the kernel truncates it
 
 
@@ -57,14 +56,6 @@ class Config(NamedTuple):
     def label(self) -> str:
         batching = "" if self.delay_us is None else f" +batch {self.delay_us}us"
         return f"{self.runtime} x{self.instances}{batching}"
-
-
-def cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def stub_pids(parent: int) -> list[int]:
@@ -83,10 +74,12 @@ def stub_pids(parent: int) -> list[int]:
 def triton_counts(metrics: str, model: str) -> tuple[float, float]:
     """(inferences, executions) of ``model`` from Triton's metrics text."""
     found = {"nv_inference_count": 0.0, "nv_inference_exec_count": 0.0}
-    for line in metrics.splitlines():
-        name = line.split("{", 1)[0]
-        if name in found and f'model="{model}"' in line:
-            found[name] += float(line.rsplit(" ", 1)[1])
+    for family in text_string_to_metric_families(metrics):
+        if family.name not in found:
+            continue
+        for sample in family.samples:  # the parser names a counter's samples <family>_total
+            if sample.name == f"{family.name}_total" and sample.labels.get("model") == model:
+                found[family.name] += sample.value
     return found["nv_inference_count"], found["nv_inference_exec_count"]
 
 
@@ -133,11 +126,11 @@ async def measure_triton(
     await asyncio.sleep(1)  # the new stubs settle
     stubs = stub_pids(triton.pid)
     before_metrics = triton_counts(fetch_metrics(triton.metrics_url), served)
-    before = (time.process_time(), cpu_s(triton.pid), sum(cpu_s(p) for p in stubs))
+    before = (time.process_time(), noise.cpu_s(triton.pid) or 0.0, sum(noise.cpu_s(p) or 0.0 for p in stubs))
     result = await run_load(
         triton.url, served, concurrency=args.clients, duration_s=args.duration, warmup_s=args.warmup
     )
-    after = (time.process_time(), cpu_s(triton.pid), sum(cpu_s(p) for p in stubs))
+    after = (time.process_time(), noise.cpu_s(triton.pid) or 0.0, sum(noise.cpu_s(p) or 0.0 for p in stubs))
     after_metrics = triton_counts(fetch_metrics(triton.metrics_url), served)
     # CPU and counts cover the warm-up too: divide by every request sent in that time.
     inferences = after_metrics[0] - before_metrics[0]
@@ -282,21 +275,11 @@ def render_report(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
-
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     env = local.find_dataplane_env()
     results: dict[str, Any] = {
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": {
-            "cpu": cpu_name(),
-            "cores": len(os.sched_getaffinity(0)),
-        },
+        "machine": noise.machine(),
         "settings": {
             key: getattr(args, key)
             for key in ("rounds", "duration", "warmup", "clients", "max_instances", "delays", "max_spread")

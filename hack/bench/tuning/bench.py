@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -140,12 +141,11 @@ async def sweep(
     await set_instances(triton, model, 1)
     points = []
     for (instances, batched), results in samples.items():
-        spread = noise.spread([r.throughput for r in results])
         points.append(
             SweepPoint(
                 concurrency=instances,
-                throughput=spread.median,
-                p95_ms=noise.spread([r.p95_ms for r in results]).median,
+                throughput=statistics.median(r.throughput for r in results),
+                p95_ms=statistics.median(r.p95_ms for r in results),
                 errors=sum(r.errors for r in results),
                 batching=batched,
                 rounds=[round(r.throughput, 2) for r in results],
