@@ -71,6 +71,11 @@ def stub_pids(parent: int) -> list[int]:
     return pids
 
 
+def cpu_now(server: int, stubs: list[int]) -> tuple[float, float, float]:
+    """CPU seconds so far of this process (the client), the tritonserver and its stubs."""
+    return time.process_time(), noise.cpu_s(server) or 0.0, sum(noise.cpu_s(p) or 0.0 for p in stubs)
+
+
 def triton_counts(metrics: str, model: str) -> tuple[float, float]:
     """(inferences, executions) of ``model`` from Triton's metrics text."""
     found = {"nv_inference_count": 0.0, "nv_inference_exec_count": 0.0}
@@ -126,11 +131,11 @@ async def measure_triton(
     await asyncio.sleep(1)  # the new stubs settle
     stubs = stub_pids(triton.pid)
     before_metrics = triton_counts(fetch_metrics(triton.metrics_url), served)
-    before = (time.process_time(), noise.cpu_s(triton.pid) or 0.0, sum(noise.cpu_s(p) or 0.0 for p in stubs))
+    before = cpu_now(triton.pid, stubs)
     result = await run_load(
         triton.url, served, concurrency=args.clients, duration_s=args.duration, warmup_s=args.warmup
     )
-    after = (time.process_time(), noise.cpu_s(triton.pid) or 0.0, sum(noise.cpu_s(p) or 0.0 for p in stubs))
+    after = cpu_now(triton.pid, stubs)
     after_metrics = triton_counts(fetch_metrics(triton.metrics_url), served)
     # CPU and counts cover the warm-up too: divide by every request sent in that time.
     inferences = after_metrics[0] - before_metrics[0]
