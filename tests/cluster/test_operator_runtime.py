@@ -19,6 +19,7 @@ from kubernetes import config as k8s_config
 from edgetenant.adapters.kube import Kube
 from edgetenant.admin_keys import AdminKeys
 from edgetenant.cache import ClusterCache
+from edgetenant.errors import PermanentError
 from edgetenant.placement import Placement
 from edgetenant.reconcile import PassContext, Reconciler
 from edgetenant.render.kube import TEMPLATE_ANNOTATION
@@ -157,6 +158,65 @@ def test_a_reconcile_never_writes_back_an_instance_count_the_tuner_changed(
         assert status["concurrency"]["target"] == 3
         assert "count: 3" in config, config
     finally:
+        remove_capacity(lab, klass)
+
+
+def test_a_refused_deployment_leaves_the_planned_status_and_is_retried(
+    lab: Lab, operator_kubeconfig: Path, namespace: str
+) -> None:
+    """The status is written beside the applies (one round trip less); when the API server refuses the
+    Deployment, the status still says what was planned, the error is raised, and nothing is recorded
+    as applied, so the next pass applies again."""
+    klass = f"refused-{namespace}"
+    add_capacity(lab, klass, nodes=1)
+    quota = {"count/deployments.apps": "0"}
+    lab.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "no-deployments", "namespace": namespace},
+            "spec": {"hard": quota},
+        }
+    )
+    name = "refused"
+    lab.apply(tenant(name, namespace, acceleratorClasses=[klass]))
+    key = f"{namespace}/{name}"
+    node = f"{klass}-0"
+
+    async def scenario() -> tuple[Reconciler, str]:
+        kube = Kube(api_client(operator_kubeconfig))
+        cache = ClusterCache()
+        cache.classes[klass] = lab.get_json("acceleratorclass", klass)
+        cache.nodes[node] = lab.get_json("node", node)
+        found = await kube.get_tenant(namespace, name)
+        assert found is not None
+        cache.put_tenant(key, found)
+        reconciler = Reconciler(
+            kube,
+            Settings(prometheus_url=lab.prometheus_url),
+            cache,
+            TenantWriter(kube, cache, event_interval_s=600),
+            AdminKeys(kube, "edgetenant-system"),
+        )
+        placement = Placement(key, node, klass, 0, 1, 10.0, 10.0, estimated=True)
+        with pytest.raises(PermanentError) as refused:
+            await reconciler.reconcile_tenant(key, PassContext({key: placement}, {}, (), ()))
+        return reconciler, str(refused.value)
+
+    try:
+        reconciler, error = asyncio.run(scenario())
+        assert "Deployment" in error and "quota" in error, error
+        conditions = {
+            c["type"]: c for c in lab.get_json("itn", name, "-n", namespace)["status"]["conditions"]
+        }
+        assert conditions["Placed"]["status"] == "True", conditions["Placed"]
+        assert node in conditions["Placed"]["message"], conditions["Placed"]
+        assert conditions["Ready"]["status"] == "False", conditions["Ready"]
+        lab.get_json("configmap", f"{name}-triton-config", "-n", namespace)  # applied before the refusal
+        assert lab.kubectl("get", "deployment", name, "-n", namespace, check=False).returncode != 0
+        assert key not in reconciler.applied, "a refused apply must be retried by the next pass"
+    finally:
+        lab.kubectl("delete", "resourcequota", "no-deployments", "-n", namespace, check=False)
         remove_capacity(lab, klass)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,19 @@ def test_a_request_bound_is_exact(light: TritonModelSpec, triton: TritonProcess,
     result = run(run_load(triton.url, light.name, concurrency=3, requests=10))
     assert (result.requests, result.errors) == (10, 0)
     assert result.p50_ms <= result.p95_ms <= result.p99_ms <= result.max_ms
+
+
+def test_shared_memory_inputs_are_served_and_released(
+    light: TritonModelSpec, triton: TritonProcess, run: Run
+) -> None:
+    result = run(run_load(triton.url, light.name, concurrency=3, requests=12, shared_memory=True))
+    assert (result.requests, result.errors) == (12, 0)
+    # The regions are unregistered from Triton and unlinked from /dev/shm when the run ends.
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+        f"{triton.url}/v2/systemsharedmemory/status", timeout=10
+    ) as response:
+        assert json.loads(response.read()) == []
+    assert not list(Path("/dev/shm").glob("edgetenant-load-*"))
 
 
 def test_open_loop_sends_about_the_offered_rate(

@@ -2,26 +2,34 @@
 
 ``run_load`` is the library API; ``edgetenant load`` the command line. Inputs are random
 tensors of the model's own input shape and type (read from its metadata and config), made
-once per client. Counts only what completes inside the measured window (after warm-up), and
+once per run. Counts only what completes inside the measured window (after warm-up), and
 reports throughput, p50/p95/p99 latency and errors with a few sample messages.
+
+With ``shared_memory`` the inputs are written once into POSIX shared memory registered with
+Triton (its system shared-memory API) and each request only names the region, as a caller on
+the same host (a sidecar, or a pod sharing the host's IPC namespace) can: no tensor bytes cross
+the socket. BENCHMARKS.md §11 measures what that saves.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
+import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
 import numpy as np
 import tritonclient.http.aio as triton_http
+import tritonclient.utils.shared_memory as system_shm
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
@@ -78,6 +86,7 @@ class _Tally:
 class _Request:
     inputs: list[triton_http.InferInput]
     outputs: list[triton_http.InferRequestedOutput]
+    data: list[np.ndarray]  # each input's tensor, in the order of ``inputs``
 
 
 async def _request_template(
@@ -87,7 +96,7 @@ async def _request_template(
     config = await client.get_model_config(model)
     batching = int(config.get("max_batch_size", 0)) > 0
     rng = np.random.default_rng(seed)
-    inputs = []
+    inputs, arrays = [], []
     for tensor in metadata["inputs"]:
         shape = [int(d) for d in tensor["shape"]]
         if batching or (shape and shape[0] == -1):
@@ -102,8 +111,44 @@ async def _request_template(
         infer_input = triton_http.InferInput(tensor["name"], shape, tensor["datatype"])
         infer_input.set_data_from_numpy(data, binary_data=True)
         inputs.append(infer_input)
+        arrays.append(data)
     outputs = [triton_http.InferRequestedOutput(t["name"], binary_data=True) for t in metadata["outputs"]]
-    return _Request(inputs, outputs)
+    return _Request(inputs, outputs, arrays)
+
+
+@contextlib.asynccontextmanager
+async def _in_shared_memory(
+    client: triton_http.InferenceServerClient, request: _Request
+) -> AsyncIterator[_Request]:
+    """``request`` with its inputs in system shared memory registered with Triton, for the run's length.
+    Every client reads the same regions: Triton only reads inputs, so they can be shared."""
+    prefix = f"edgetenant-load-{os.getpid()}-{id(request):x}"
+    handles: list[Any] = []
+    registered: list[str] = []
+    try:
+        inputs = []
+        for index, (template, data) in enumerate(zip(request.inputs, request.data, strict=True)):
+            name = f"{prefix}-{index}"
+            handles.append(system_shm.create_shared_memory_region(name, f"/{name}", data.nbytes))
+            system_shm.set_shared_memory_region(handles[-1], [data])
+            try:
+                await client.register_system_shared_memory(name, f"/{name}", data.nbytes)
+            except InferenceServerException as exc:
+                raise RuntimeError(
+                    f"Triton cannot map shared memory /{name}: with shared_memory, Triton must run on this "
+                    f"host and see its /dev/shm ({exc})"
+                ) from exc
+            registered.append(name)
+            shared = triton_http.InferInput(template.name(), list(data.shape), template.datatype())
+            shared.set_shared_memory(name, data.nbytes)
+            inputs.append(shared)
+        yield _Request(inputs, request.outputs, request.data)
+    finally:
+        for name in registered:
+            with contextlib.suppress(InferenceServerException, aiohttp.ClientError, OSError):
+                await client.unregister_system_shared_memory(name)
+        for handle in handles:
+            system_shm.destroy_shared_memory_region(handle)
 
 
 async def _one(
@@ -138,12 +183,14 @@ async def run_load(
     timeout_s: float = 60.0,
     progress: bool = False,
     on_tick: Callable[[int], None] | None = None,
+    shared_memory: bool = False,
 ) -> LoadResult:
     """Send load to ``model`` on the Triton at ``url`` (``http://host:port`` or ``host:port``).
 
     Exactly one of ``concurrency`` (closed loop) and ``rate`` (open loop, req/s) is given;
     at least one of ``duration_s`` and ``requests`` bounds the measured window. Requests
-    started during ``warmup_s`` are sent but not counted.
+    started during ``warmup_s`` are sent but not counted. ``shared_memory``: inputs through
+    system shared memory (Triton on this host only).
     """
     if (concurrency is None) == (rate is None):
         raise ValueError("give exactly one of concurrency (closed loop) and rate (open loop)")
@@ -157,8 +204,11 @@ async def run_load(
     conn_limit = concurrency if concurrency is not None else 1000
     client = triton_http.InferenceServerClient(endpoint, conn_limit=conn_limit, conn_timeout=timeout_s)
     tally = _Tally()
+    regions = contextlib.AsyncExitStack()  # the shared-memory regions, released before the client closes
     try:
         template = await _request_template(client, model, batch_size, seed)
+        if shared_memory:
+            template = await regions.enter_async_context(_in_shared_memory(client, template))
         begin = time.perf_counter()
         tally.window_open = begin + warmup_s
         deadline = tally.window_open + duration_s if duration_s is not None else math.inf
@@ -232,7 +282,10 @@ async def run_load(
             await asyncio.gather(tick, return_exceptions=True)
         end = time.perf_counter()
     finally:
-        await client.close()
+        try:
+            await regions.aclose()
+        finally:
+            await client.close()
     # Requests started before the deadline and answered after it count, so the window runs
     # to the last answer: throughput is never overstated.
     window = max(end - max(tally.window_open, begin), 1e-9)
@@ -313,6 +366,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="images per request (default 1; at most the model's max_batch_size)",
     )
+    parser.add_argument(
+        "--shared-memory",
+        action="store_true",
+        help="send inputs through system shared memory (Triton on this host only; saves the socket copies)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
@@ -332,6 +390,7 @@ def main(argv: list[str]) -> int:
             warmup_s=args.warmup,
             batch_size=args.batch_size,
             progress=sys.stderr.isatty() and not args.json,
+            shared_memory=args.shared_memory,
         )
     )
     if args.json:
