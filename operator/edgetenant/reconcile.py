@@ -344,8 +344,7 @@ class Reconciler:
         pods = await self.observe_pods(key, tenant)  # network I/O: outside the tenant's lock
         admin_key = await self.keys.for_tenant(tenant)
         events: list[tuple[str, str, str]] = []
-        to_apply: tuple[list[dict[str, Any]], str] | None = None  # the children and their fingerprint
-        failure: BaseException | None = None
+        refused: PermanentError | None = None  # the API server refused one of the children
         async with self.writer.lock(key):
             # The newest status, under the lock the tuning loop writes with: the instance count
             # rendered into the ConfigMap is never older than the one the tuning loop last decided.
@@ -373,7 +372,12 @@ class Reconciler:
                 template = deployment_template_hash(objects[-1])
                 rendered = fingerprint(objects)
                 if rendered != self.applied.get(key):
-                    to_apply = (objects, rendered)
+                    try:
+                        await self.apply_children(key, objects, rendered)
+                    except PermanentError as error:
+                        # Refused (quota, admission, validation): said in the status and an Event,
+                        # raised below, and applied again by the next pass.
+                        refused = error
             obs = Observation(
                 generation=int(tenant.metadata.generation or 0),
                 placement=placement if problem is None else None,
@@ -381,6 +385,7 @@ class Reconciler:
                 unplaced_kind=unplaced.kind.value if unplaced else "Unschedulable",
                 plan_warnings=context.warnings.get(key, ()),
                 pods_refused=self.cache.pod_refusals.get(key, ""),
+                apply_refused=str(refused or ""),
                 spec_problem=problem,
                 pods=pods,
                 instance_count=instances,
@@ -399,25 +404,12 @@ class Reconciler:
                 events.clear()  # computed again after a conflict: only the last computation's Events
                 return desired_status(latest, obs, now)
 
-            writing = self.writer.write_status_locked(key, Writer.RECONCILER, compute)
-            if to_apply is None:
-                await writing
-            else:
-                # The status says what was planned and observed, not what the applies return, so it is
-                # written beside them: one round trip less, in a row, to a busy API server. Both finish
-                # before the lock is let go; a failure (the applies' first) is raised once the status's
-                # Events are queued, so that what the status says is also said as Events.
-                outcomes = await asyncio.gather(
-                    self.apply_children(key, *to_apply), writing, return_exceptions=True
-                )
-                failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
-                if isinstance(outcomes[1], BaseException):
-                    events.clear()  # the status was not written: neither are its Events
+            await self.writer.write_status_locked(key, Writer.RECONCILER, compute)
         newest = self.cache.tenants.get(key) or body
         for event_type, reason, message in events:
             self.writer.event(newest, event_type, reason, message)
-        if failure is not None:
-            raise failure
+        if refused is not None:
+            raise refused
 
     async def apply_children(self, key: str, objects: list[dict[str, Any]], rendered: str) -> None:
         """Server-side apply a tenant's children; the Deployment last."""

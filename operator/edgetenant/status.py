@@ -118,6 +118,7 @@ class Observation:
     unplaced_kind: str = "Unschedulable"  # or PlanningError: the planner failed on this tenant (a bug)
     plan_warnings: tuple[str, ...] = ()  # what the planner ignored or interpreted about this tenant
     pods_refused: str = ""  # the Deployment cannot create pods (admission refused them): its words
+    apply_refused: str = ""  # the API server refused a child (the Deployment, ConfigMap, ...): its words
     events: list[tuple[str, str, str]] = field(default_factory=list)  # filled by desired_status
 
 
@@ -244,6 +245,11 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
             "ModelReady",
             f"Triton reports the model ready on {len(on_target)} pod(s)",
         )
+    elif obs.apply_refused:
+        message = f"the API server refused the tenant's objects: {obs.apply_refused}"
+        if ready_pods:
+            message += f"; the previous model still serves on {len(ready_pods)} pod(s)"
+        loaded = cond("ModelLoaded", False, "ApplyRefused", message[:1000])
     elif obs.pods_refused:
         message = f"the tenant's pods are refused: {obs.pods_refused}"
         if "hostPath" in obs.pods_refused:
@@ -264,7 +270,7 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
         loaded = cond("ModelLoaded", False, "ModelNotReady", why or "waiting for Triton")
     else:
         loaded = cond("ModelLoaded", False, "NoPods", "no serving pod exists yet")
-    fetch_failed = bool(fetch_problems or obs.pods_refused) and not on_target
+    fetch_failed = bool(fetch_problems or obs.pods_refused or obs.apply_refused) and not on_target
     changed = (loaded["status"], loaded["reason"]) != (
         previous.get("ModelLoaded", {}).get("status"),
         previous.get("ModelLoaded", {}).get("reason"),

@@ -161,21 +161,20 @@ def test_a_reconcile_never_writes_back_an_instance_count_the_tuner_changed(
         remove_capacity(lab, klass)
 
 
-def test_a_refused_deployment_leaves_the_planned_status_and_is_retried(
+def test_a_refused_deployment_is_said_in_the_status_and_applied_again_once_allowed(
     lab: Lab, operator_kubeconfig: Path, namespace: str
 ) -> None:
-    """The status is written beside the applies (one round trip less); when the API server refuses the
-    Deployment, the status still says what was planned, the error is raised, and nothing is recorded
-    as applied, so the next pass applies again."""
+    """A ResourceQuota of no Deployments: the API server refuses the tenant's Deployment. The status says
+    so (ApplyRefused, the API server's words), the error is raised, nothing is recorded as applied; once
+    the quota is gone, the next reconcile creates the Deployment."""
     klass = f"refused-{namespace}"
     add_capacity(lab, klass, nodes=1)
-    quota = {"count/deployments.apps": "0"}
     lab.apply(
         {
             "apiVersion": "v1",
             "kind": "ResourceQuota",
             "metadata": {"name": "no-deployments", "namespace": namespace},
-            "spec": {"hard": quota},
+            "spec": {"hard": {"count/deployments.apps": "0"}},
         }
     )
     name = "refused"
@@ -183,7 +182,11 @@ def test_a_refused_deployment_leaves_the_planned_status_and_is_retried(
     key = f"{namespace}/{name}"
     node = f"{klass}-0"
 
-    async def scenario() -> tuple[Reconciler, str]:
+    def conditions() -> dict[str, dict[str, Any]]:
+        status = lab.get_json("itn", name, "-n", namespace)["status"]
+        return {c["type"]: c for c in status["conditions"]}
+
+    async def scenario() -> None:
         kube = Kube(api_client(operator_kubeconfig))
         cache = ClusterCache()
         cache.classes[klass] = lab.get_json("acceleratorclass", klass)
@@ -199,22 +202,30 @@ def test_a_refused_deployment_leaves_the_planned_status_and_is_retried(
             AdminKeys(kube, "edgetenant-system"),
         )
         placement = Placement(key, node, klass, 0, 1, 10.0, 10.0, estimated=True)
-        with pytest.raises(PermanentError) as refused:
-            await reconciler.reconcile_tenant(key, PassContext({key: placement}, {}, (), ()))
-        return reconciler, str(refused.value)
-
-    try:
-        reconciler, error = asyncio.run(scenario())
-        assert "Deployment" in error and "quota" in error, error
-        conditions = {
-            c["type"]: c for c in lab.get_json("itn", name, "-n", namespace)["status"]["conditions"]
-        }
-        assert conditions["Placed"]["status"] == "True", conditions["Placed"]
-        assert node in conditions["Placed"]["message"], conditions["Placed"]
-        assert conditions["Ready"]["status"] == "False", conditions["Ready"]
+        context = PassContext({key: placement}, {}, (), ())
+        with pytest.raises(PermanentError, match=r"Deployment.*quota"):
+            await reconciler.reconcile_tenant(key, context)
+        assert key not in reconciler.applied, "a refused apply must be applied again by the next pass"
+        refused = conditions()
+        assert refused["Placed"]["status"] == "True", refused["Placed"]
+        assert (refused["ModelLoaded"]["reason"], refused["Stalled"]["reason"]) == (
+            "ApplyRefused",
+            "ApplyRefused",
+        )
+        assert "exceeded quota" in refused["ModelLoaded"]["message"], refused["ModelLoaded"]
         lab.get_json("configmap", f"{name}-triton-config", "-n", namespace)  # applied before the refusal
         assert lab.kubectl("get", "deployment", name, "-n", namespace, check=False).returncode != 0
-        assert key not in reconciler.applied, "a refused apply must be retried by the next pass"
+
+        lab.kubectl("delete", "resourcequota", "no-deployments", "-n", namespace)
+        await reconciler.reconcile_tenant(key, context)
+        assert key in reconciler.applied
+        healed = conditions()
+        assert healed["ModelLoaded"]["reason"] != "ApplyRefused", healed["ModelLoaded"]
+        assert healed["Stalled"]["status"] == "False", healed["Stalled"]
+
+    try:
+        asyncio.run(scenario())
+        lab.get_json("deployment", name, "-n", namespace)
     finally:
         lab.kubectl("delete", "resourcequota", "no-deployments", "-n", namespace, check=False)
         remove_capacity(lab, klass)

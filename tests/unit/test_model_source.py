@@ -265,3 +265,24 @@ def test_pods_refused_by_admission_are_the_reason() -> None:
     cleared = {**deployment, "status": {"conditions": []}}
     assert cache.put_deployment(cleared, deleted=False) == "ns/t"
     assert "ns/t" not in cache.pod_refusals
+
+
+def test_a_refused_object_is_the_reason_and_the_serving_copy_is_kept() -> None:
+    refusal = (
+        'apply Deployment ns/t: HTTP 403: deployments.apps "t" is forbidden: exceeded quota: '
+        "no-deployments, requested: count/deployments.apps=1, used: count/deployments.apps=0"
+    )
+    serving = observe((view("t-old", "new", ready=True),))
+    settled = desired_status({}, serving, NOW)
+    obs = dataclasses.replace(observe((view("t-old", "old", ready=True),)), apply_refused=refusal)
+    status = desired_status(settled, obs, NOW)
+    reasons = {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}
+    loaded = next(c for c in status["conditions"] if c["type"] == "ModelLoaded")
+    assert reasons["ModelLoaded"] == ("False", "ApplyRefused")
+    assert "exceeded quota" in loaded["message"]
+    assert "the previous model still serves on 1 pod(s)" in loaded["message"]
+    assert reasons["Stalled"] == ("True", "ApplyRefused")
+    assert reasons["Ready"] == ("False", "ApplyRefused")
+    assert ("Warning", "ApplyRefused", loaded["message"]) in obs.events
+    healed = desired_status(status, observe((view("t-new", "new", ready=True),)), NOW)
+    assert {c["type"]: c["reason"] for c in healed["conditions"]}["ModelLoaded"] == "ModelReady"
