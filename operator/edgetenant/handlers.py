@@ -189,12 +189,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.progress_storage = _NoProgress()
     # Every API and Triton call runs in a worker thread; the default pool (cores + 4) would make
     # hundreds of tenants queue behind a handful of threads.
-    workers = 2 * config.parallel_reconciles
     asyncio.get_running_loop().set_default_executor(
-        concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edgetenant")
+        concurrent.futures.ThreadPoolExecutor(
+            max_workers=2 * config.parallel_reconciles, thread_name_prefix="edgetenant"
+        )
     )
     me = identity()
-    op = Operator(config, Kube(identity=me, connections=workers))
+    op = Operator(config, Kube(identity=me))
     memo["operator"] = op
     if config.standalone:
         LEADER.set(1)  # the one operator leads (the "no leader" alert reads this)

@@ -100,28 +100,12 @@ def _plain(api_client: client.ApiClient, obj: Any) -> dict[str, Any]:
     return plain
 
 
-DEFAULT_CONNECTIONS = 32  # the operator passes its worker-thread count (handlers.py)
-
-
 class Kube:
     """The few API calls the operator makes, each in a thread, each with translated errors."""
 
-    def __init__(
-        self,
-        api_client: client.ApiClient | None = None,
-        *,
-        identity: str = "edgetenant",
-        connections: int = DEFAULT_CONNECTIONS,
-    ) -> None:
+    def __init__(self, api_client: client.ApiClient | None = None, *, identity: str = "edgetenant") -> None:
         self.identity = identity  # this replica, as Events report it
-        if api_client is None:
-            configuration = client.Configuration.get_default_copy()
-            # One kept-alive connection per worker thread that may call at once (`connections`). The
-            # client's default, 5 per core (10 on a 2-core box), made every call beyond it open a TLS
-            # connection and discard it after: a handshake the busy API server pays for each time.
-            configuration.connection_pool_maxsize = connections
-            api_client = client.ApiClient(configuration)
-        self.api_client = api_client
+        self.api_client = api_client or client.ApiClient()
         self.core = client.CoreV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
         self.coordination = client.CoordinationV1Api(self.api_client)
