@@ -372,8 +372,12 @@ class Reconciler:
                 template = deployment_template_hash(objects[-1])
                 rendered = fingerprint(objects)
                 if rendered != self.applied.get(key):
+                    *before_pods, deployment = objects
                     try:
-                        await self.apply_children(key, objects, rendered)
+                        # The key, the config and the NetworkPolicy exist before the first pod does.
+                        await asyncio.gather(*(self.kube.apply(obj) for obj in before_pods))
+                        await self.kube.apply(deployment)
+                        self.applied[key] = rendered
                     except PermanentError as error:
                         # Refused (quota, admission, validation): said in the status and an Event,
                         # raised below, and applied again by the next pass.
@@ -410,14 +414,6 @@ class Reconciler:
             self.writer.event(newest, event_type, reason, message)
         if refused is not None:
             raise refused
-
-    async def apply_children(self, key: str, objects: list[dict[str, Any]], rendered: str) -> None:
-        """Server-side apply a tenant's children; the Deployment last."""
-        *before_pods, deployment = objects
-        # The key, the config and the NetworkPolicy exist before the first pod does.
-        await asyncio.gather(*(self.kube.apply(obj) for obj in before_pods))
-        await self.kube.apply(deployment)
-        self.applied[key] = rendered
 
     async def observe_pods(self, key: str, tenant: InferenceTenant) -> tuple[PodView, ...]:
         model = tenant.spec.model.name or str(tenant.metadata.name)

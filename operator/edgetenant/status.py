@@ -238,6 +238,8 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
     status["activePlacement"] = new_active
 
     fetch_problems = [pod for pod in obs.pods if pod.fetch_failed]
+    # Make-before-break: while the new copy cannot come up, the previous model serves.
+    still_serving = f"; the previous model still serves on {len(ready_pods)} pod(s)" if ready_pods else ""
     if on_target:
         loaded = cond(
             "ModelLoaded",
@@ -246,9 +248,7 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
             f"Triton reports the model ready on {len(on_target)} pod(s)",
         )
     elif obs.apply_refused:
-        message = f"the API server refused the tenant's objects: {obs.apply_refused}"
-        if ready_pods:
-            message += f"; the previous model still serves on {len(ready_pods)} pod(s)"
+        message = f"the API server refused the tenant's objects: {obs.apply_refused}{still_serving}"
         loaded = cond("ModelLoaded", False, "ApplyRefused", message[:1000])
     elif obs.pods_refused:
         message = f"the tenant's pods are refused: {obs.pods_refused}"
@@ -256,14 +256,10 @@ def desired_status(old: dict[str, Any], obs: Observation, now: datetime) -> dict
             message += (
                 " (a file:// model needs a hostPath volume; use pvc:// in this namespace, docs/models.md)"
             )
-        if ready_pods:
-            message += f"; the previous model still serves on {len(ready_pods)} pod(s)"
-        loaded = cond("ModelLoaded", False, "PodsRefused", message[:1000])
+        loaded = cond("ModelLoaded", False, "PodsRefused", (message + still_serving)[:1000])
     elif fetch_problems:
         problem = fetch_problems[0]
-        message = problem.fetch_failed
-        if ready_pods:  # make-before-break: the previous model serves until a good one is ready
-            message += f"; the previous model still serves on {len(ready_pods)} pod(s)"
+        message = problem.fetch_failed + still_serving
         loaded = cond("ModelLoaded", False, problem.fetch_reason or "ModelFetchFailed", message[:1000])
     elif obs.pods:
         why = "; ".join(f"{pod.name}: {pod.message}" for pod in obs.pods if pod.message)[:1000]

@@ -92,10 +92,8 @@ def api_client(kubeconfig: Path) -> k8s.ApiClient:
     return k8s_config.new_client_from_config(config_file=str(kubeconfig))
 
 
-async def one_tenant_reconciler(lab: Lab, kube: Kube, node: str, key: str) -> Reconciler:
-    """A Reconciler whose cache holds one tenant, one node and the class they share (named like the
-    node's `edgetenant.io/test` label), all read from the API server."""
-    klass = lab.get_json("node", node)["metadata"]["labels"]["edgetenant.io/test"]
+async def one_tenant_reconciler(lab: Lab, kube: Kube, klass: str, node: str, key: str) -> Reconciler:
+    """A Reconciler whose cache holds one tenant, one node and their class, read from the API server."""
     cache = ClusterCache()
     cache.classes[klass] = lab.get_json("acceleratorclass", klass)
     cache.nodes[node] = lab.get_json("node", node)
@@ -130,7 +128,9 @@ def test_a_reconcile_never_writes_back_an_instance_count_the_tuner_changed(
     node = f"{klass}-0"
 
     async def scenario() -> tuple[dict[str, Any], str]:
-        reconciler = await one_tenant_reconciler(lab, SlowApply(api_client(operator_kubeconfig)), node, key)
+        reconciler = await one_tenant_reconciler(
+            lab, SlowApply(api_client(operator_kubeconfig)), klass, node, key
+        )
         cache, writer = reconciler.cache, reconciler.writer
         placement = Placement(key, node, klass, 0, 1, 10.0, 10.0, estimated=True)
         context = PassContext({key: placement}, {}, (), ())
@@ -190,7 +190,7 @@ def test_a_refused_deployment_is_said_in_the_status_and_applied_again_once_allow
         return {c["type"]: c for c in status["conditions"]}
 
     async def scenario() -> None:
-        reconciler = await one_tenant_reconciler(lab, Kube(api_client(operator_kubeconfig)), node, key)
+        reconciler = await one_tenant_reconciler(lab, Kube(api_client(operator_kubeconfig)), klass, node, key)
         placement = Placement(key, node, klass, 0, 1, 10.0, 10.0, estimated=True)
         context = PassContext({key: placement}, {}, (), ())
         with pytest.raises(PermanentError, match=r"Deployment.*quota"):

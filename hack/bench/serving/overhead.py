@@ -268,8 +268,9 @@ def render_report(results: dict[str, Any]) -> str:
         header += " Triton, inputs in shared memory | ratio | shared memory's gain |"
     lines += [header, "|---|" + "---:|" * (header.count("|") - 2)]
     for model, by_label in spreads.items():
-        ort_label, ort = best(by_label, "ort") or ("", noise.spread([0.0]))
-        plain_label, plain = best(by_label, "triton", batching=False) or ("", noise.spread([0.0]))
+        found = best(by_label, "ort"), best(by_label, "triton", batching=False)
+        assert found[0] and found[1], "every run has ORT and HTTP points (main() insists on --inputs http)"
+        (ort_label, ort), (plain_label, plain) = found
         row = (
             f"| {model} | {ort.describe()} ({ort_label}) | {plain.describe()} "
             f"({plain_label.removeprefix('triton ')}) | {plain.median / ort.median:.0%} |"
@@ -371,6 +372,10 @@ def main() -> int:
     parser.add_argument("--name", default="results", help="results file stem (RESULTS.md is named to match)")
     parser.add_argument("--report-only", action="store_true", help="re-render the report from its JSON")
     args = parser.parse_args()
+    if "http" not in args.inputs:
+        parser.error(
+            "--inputs must include http: the HTTP points are what the other points are compared with"
+        )
     args.name = "results" if args.name == "results" else f"results-{args.name}"
     results_path = HERE / f"{args.name}.json"
     report_path = HERE / f"{args.name.replace('results', 'RESULTS')}.md"
