@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,12 +28,33 @@ def fingerprint(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+# What the API server sends that the operator never reads, and that would otherwise be most of what it
+# keeps: server-side apply's bookkeeping (about 40 % of a pod's JSON), kubectl's and Argo CD's copy of
+# the applied manifest, and a node's list of every image it holds.
+_UNREAD_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def kept(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The copy of an object the cache keeps: the object less the fields nothing here reads. Shallow:
+    each watch event or API answer is a freshly decoded object that nothing else mutates."""
+    obj = dict(body)
+    meta = dict(obj.get("metadata") or {})
+    meta.pop("managedFields", None)
+    annotations = meta.get("annotations") or {}
+    if _UNREAD_ANNOTATION in annotations:
+        meta["annotations"] = {k: v for k, v in annotations.items() if k != _UNREAD_ANNOTATION}
+    obj["metadata"] = meta
+    if obj.get("kind") == "Node" and "images" in (obj.get("status") or {}):
+        obj["status"] = {k: v for k, v in obj["status"].items() if k != "images"}
+    return obj
+
+
 def pod_ready(pod: dict[str, Any]) -> bool:
     status = pod.get("status") or {}
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
 
 
-def replica_failure(deployment: dict[str, Any]) -> str:
+def replica_failure(deployment: Mapping[str, Any]) -> str:
     """The message of a Deployment's ReplicaFailure condition (its pods cannot be created), else ''."""
     for condition in (deployment.get("status") or {}).get("conditions") or []:
         if condition.get("type") == "ReplicaFailure" and condition.get("status") == "True":
@@ -56,14 +78,15 @@ class ClusterCache:
     def pods_of(self, key: str) -> list[dict[str, Any]]:
         return list(self.pods.get(key, {}).values())
 
-    def put_tenant(self, key: str, body: dict[str, Any]) -> None:
-        """A watch event: keep it unless a newer version (our own write's answer) is already cached."""
+    def put_tenant(self, key: str, body: Mapping[str, Any]) -> None:
+        """A watch event or a write's answer: keep it unless a newer version (our own write's answer)
+        is already cached."""
         cached = self.tenants.get(key)
         if cached is not None and _older(body, cached):
             return
-        self.tenants[key] = body
+        self.tenants[key] = kept(body)
 
-    def drop_tenant(self, key: str, body: dict[str, Any]) -> bool:
+    def drop_tenant(self, key: str, body: Mapping[str, Any]) -> bool:
         """A DELETED event: forget the tenant, unless what is cached is another incarnation under the same
         name (a different UID). NB: kopf serialises events per object UID, not per name, so the old
         incarnation's DELETED can arrive after the new one's ADDED; dropping it then would lose the new
@@ -92,7 +115,7 @@ class ClusterCache:
             self.pods.setdefault(key, {})[meta["name"]] = pod
         return key
 
-    def put_deployment(self, deployment: dict[str, Any], deleted: bool) -> str | None:
+    def put_deployment(self, deployment: Mapping[str, Any], deleted: bool) -> str | None:
         """Record whether a tenant's Deployment reports that its pods are refused (the ReplicaSet's
         FailedCreate: Pod Security admission, a quota); returns the tenant key when that changed."""
         meta = deployment["metadata"]
@@ -196,7 +219,7 @@ def _demand_bucket(observed: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"throughput": round(1.25 ** round(math.log(value, 1.25)), 1) if value > 0 else 0.0}
 
 
-def _older(candidate: dict[str, Any], known: dict[str, Any]) -> bool:
+def _older(candidate: Mapping[str, Any], known: Mapping[str, Any]) -> bool:
     """Whether `candidate` is an older version than `known` (etcd revisions are increasing integers;
     when they are not numbers, trust the watch)."""
     try:

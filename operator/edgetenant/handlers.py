@@ -27,7 +27,7 @@ import kopf
 from edgetenant.adapters.kube import Kube, load_config
 from edgetenant.admin_keys import AdminKeys
 from edgetenant.api.models import GROUP, VERSION
-from edgetenant.cache import ClusterCache, tenant_key
+from edgetenant.cache import ClusterCache, kept, tenant_key
 from edgetenant.cli import run_parser
 from edgetenant.leader import LeaderElector
 from edgetenant.metrics import LEADER, serve_metrics
@@ -40,12 +40,6 @@ from edgetenant.tuning_driver import TuningDriver
 log = logging.getLogger("edgetenant")
 MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-
-
-def _plain(body: Any) -> dict[str, Any]:
-    # Each watch event carries a freshly decoded object that kopf never mutates; a shallow copy is
-    # enough (the operator replaces, never edits, what it caches).
-    return dict(body)
 
 
 class _NoChangeTracking(kopf.DiffBaseStorage):
@@ -235,7 +229,7 @@ async def node_event(type: str, body: kopf.Body, name: str, memo: kopf.Memo, **_
     if type == "DELETED":
         op.cache.nodes.pop(name, None)
     else:
-        op.cache.nodes[name] = _plain(body)
+        op.cache.nodes[name] = kept(body)
     op.trigger()
 
 
@@ -245,7 +239,7 @@ async def class_event(type: str, body: kopf.Body, name: str, memo: kopf.Memo, **
     if type == "DELETED":
         op.cache.classes.pop(name, None)
     else:
-        op.cache.classes[name] = _plain(body)
+        op.cache.classes[name] = kept(body)
     op.trigger()
 
 
@@ -256,7 +250,7 @@ async def profile_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -
     if type == "DELETED":
         op.cache.profiles.pop(key, None)
     else:
-        op.cache.profiles[key] = _plain(body)
+        op.cache.profiles[key] = kept(body)
     op.trigger()
 
 
@@ -265,17 +259,17 @@ async def tenant_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) ->
     op = _operator(memo)
     key = tenant_key(dict(body))
     if type == "DELETED":
-        if op.cache.drop_tenant(key, _plain(body)):  # not when a new incarnation holds the name
+        if op.cache.drop_tenant(key, body):  # not when a new incarnation holds the name
             op.forget(key)
     else:
-        op.cache.put_tenant(key, _plain(body))
+        op.cache.put_tenant(key, body)
     op.trigger(key)
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
 async def pod_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     op = _operator(memo)
-    key = op.cache.put_pod(_plain(body), deleted=type == "DELETED")
+    key = op.cache.put_pod(kept(body), deleted=type == "DELETED")
     if key is not None:
         op.trigger(key)
 
@@ -294,7 +288,7 @@ def _child_event(type: str, body: kopf.Body, namespace: str | None, memo: kopf.M
 async def deployment_event(
     type: str, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    key = _operator(memo).cache.put_deployment(_plain(body), deleted=type == "DELETED")
+    key = _operator(memo).cache.put_deployment(body, deleted=type == "DELETED")
     if key is not None:
         _operator(memo).trigger(key)  # pods refused, or no longer: the status says so
     _child_event(type, body, namespace, memo)

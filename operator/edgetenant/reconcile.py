@@ -32,7 +32,7 @@ from edgetenant.adapters.kube import Kube
 from edgetenant.adapters.triton import TritonAdapter
 from edgetenant.admin_keys import AdminKeys
 from edgetenant.api.models import AcceleratorClass, ConcurrencyMode, InferenceTenant
-from edgetenant.cache import ClusterCache, fingerprint, placement_fingerprint, tenant_key
+from edgetenant.cache import ClusterCache, fingerprint, kept, placement_fingerprint, tenant_key
 from edgetenant.errors import EdgeTenantError, PermanentError
 from edgetenant.metrics import (
     MOVES,
@@ -271,7 +271,7 @@ class Reconciler:
             if not status_changed(old, new):
                 continue
             try:
-                self.cache.classes[name] = await self.kube.patch_class_status(name, new)
+                self.cache.classes[name] = kept(await self.kube.patch_class_status(name, new))
             except EdgeTenantError as error:
                 log.warning("could not write the status of AcceleratorClass %s: %s", name, error)
 
