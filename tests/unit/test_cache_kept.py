@@ -54,7 +54,7 @@ def pod() -> dict[str, Any]:
         },
         "status": {
             "phase": "Running",
-            "podIP": "10.0.0.7",
+            "podIP": "127.0.0.7",
             "conditions": [{"type": "Ready", "status": "True"}],
         },
     }
@@ -101,7 +101,7 @@ def test_what_the_operator_derives_is_the_same_from_the_kept_copy() -> None:
         cache.nodes["n1"] = keep(node())
         cache.tenants["ns/t"] = keep(tenant())  # as a write's answer would be, bypassing put_tenant
         cache.put_pod(keep(pod()), deleted=False)
-    assert slim.serving_ips("ns/t") == full.serving_ips("ns/t") == ["10.0.0.7"]
+    assert slim.serving_ips("ns/t") == full.serving_ips("ns/t") == ["127.0.0.7"]
     uses = pod_device_uses({"ns/t": slim.pods_of("ns/t")})
     assert uses == pod_device_uses({"ns/t": full.pods_of("ns/t")})
     assert [use.node for use in uses] == ["n1"]
