@@ -7,7 +7,9 @@ path (the stand-in for the Coral; no EdgeTPU). Each runtime is first checked aga
 Runtime in this process (max abs difference of the logits served for the same 2 images), then every
 (runtime, instance count) configuration is measured once per round, all of them interleaved in one
 order (ascending, then descending the next round), so the shared machine's changing load falls on
-every runtime alike; the 1-minute load average is recorded at each point. Medians are reported.
+every runtime alike; the 1-minute load average is recorded at each point. Medians are reported, with
+the rounds' spread; as every comparison benchmark here (``hack/bench/noise.py``), it starts only on
+a quiet machine and does not publish a run whose rounds disagree by more than 15 %.
 
 Settings as in ``hack/bench/cme``: 1 thread per instance (the CME-style setting), no batching
 (``max_batch_size: 0``), batch 1 per request, closed loop with 2 clients per instance. Writes
@@ -43,8 +45,9 @@ from edgetenant.render.triton import SHIM_BACKEND, TritonModelSpec
 from edgetenant.zoo import export
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "cme"))
-from cme import machine  # noqa: E402
+sys.path.insert(0, str(HERE.parent))
+
+import noise  # noqa: E402
 
 # NB: set before onnxruntime is first imported (only in reference()): ORT 1.32 phones home without it
 # (tests/conftest.py says more).
@@ -129,26 +132,24 @@ async def sweep(
     results: dict[tuple[str, int], list[LoadResult]] = {config: [] for config in configs}
     loads: dict[tuple[str, int], list[float]] = {config: [] for config in configs}
     async with TritonAdapter(triton.url) as admin:
-        for round_index in range(args.rounds):
-            order = configs if round_index % 2 == 0 else configs[::-1]
-            for runtime, instances in order:
-                spec = replace(specs[runtime], instance_count=instances, threads_per_instance=1)
-                await admin.apply_spec(spec)
-                result = await run_load(
-                    triton.url,
-                    spec.name,
-                    concurrency=2 * instances,
-                    duration_s=args.duration,
-                    warmup_s=args.warmup,
-                )
-                results[(runtime, instances)].append(result)
-                load = os.getloadavg()[0]
-                loads[(runtime, instances)].append(load)
-                print(
-                    f"  round {round_index + 1}: {runtime:11} {instances} inst -> {result.throughput:6.1f}/s "
-                    f"p95 {result.p95_ms:6.1f} ms errors {result.errors} (load avg {load:.2f})",
-                    flush=True,
-                )
+        for round_index, (runtime, instances) in noise.interleaved(configs, args.rounds):
+            spec = replace(specs[runtime], instance_count=instances, threads_per_instance=1)
+            await admin.apply_spec(spec)
+            result = await run_load(
+                triton.url,
+                spec.name,
+                concurrency=2 * instances,
+                duration_s=args.duration,
+                warmup_s=args.warmup,
+            )
+            results[(runtime, instances)].append(result)
+            load = noise.load1()
+            loads[(runtime, instances)].append(load)
+            print(
+                f"  round {round_index + 1}: {runtime:11} {instances} inst -> {result.throughput:6.1f}/s "
+                f"p95 {result.p95_ms:6.1f} ms errors {result.errors} (load avg {load:.2f})",
+                flush=True,
+            )
         for spec in specs.values():
             await admin.unload_model(spec.name)
     points: dict[str, list[dict[str, Any]]] = {runtime: [] for runtime in specs}
@@ -169,7 +170,7 @@ async def sweep(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    info = machine()
+    info = noise.machine()
     env = local.find_dataplane_env()
     versions = json.loads(
         subprocess.run(  # noqa: ASYNC221 - once, before any load runs
@@ -203,7 +204,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "points": await sweep(name, triton, prepared["specs"], args),
                 "flops": zoo.model_info(name).flops,
             }
-            (HERE / "results.json").write_text(json.dumps(results, indent=2))  # partial too
         log = triton.process.log_tail(400_000)
     results["devices"] = shim_lines(log)
     results["machine"]["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -242,6 +242,13 @@ def render_report(results: dict[str, Any]) -> str:
         f"{settings['duration']:g} s measured per point, 1 thread per instance, batch 1, no batching; every "
         f"(runtime, instances) point measured {settings['rounds']} times, all interleaved in one order "
         "(ascending, then descending), medians reported; the load generator shares the cores.",
+        (
+            f"- Largest spread of any point's rounds: {results['max_spread']:.0%} "
+            f"(published at most {noise.MAX_SPREAD:.0%} unless --force"
+            + ("; this run was forced: **noisy**)." if results.get("noisy") else ").")
+            if "max_spread" in results  # runs before the spread rule have none
+            else "- Spread: not checked (measured before hack/bench/noise.py)."
+        ),
         "",
     ]
     for name, entry in results["models"].items():
@@ -294,8 +301,23 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; medians reported")
     parser.add_argument("--report-only", action="store_true")
+    noise.add_arguments(parser)
     args = parser.parse_args()
-    results = json.loads((HERE / "results.json").read_text()) if args.report_only else asyncio.run(run(args))
+    if args.report_only:
+        results = json.loads((HERE / "results.json").read_text())
+    else:
+        if noise.too_busy(args):
+            return noise.EXIT_BUSY
+        results = asyncio.run(run(args))
+        spreads = {
+            f"{name} {point['instances']} inst {runtime}": noise.spread(point["rounds"])
+            for name, entry in results["models"].items()
+            for runtime, points in entry["points"].items()
+            for point in points
+        }
+        if noise.reject(results, spreads, args, HERE / "results.rejected.json"):
+            return noise.EXIT_NOISY
+        (HERE / "results.json").write_text(json.dumps(results, indent=2))
     report = HERE / "RESULTS.md"
     report.write_text(render_report(results))
     print(f"wrote {report}")

@@ -5,6 +5,7 @@ Usage: .venv/bin/python hack/bench/tuning/report.py hack/bench/tuning/results.js
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -72,7 +73,11 @@ def table(results: list[dict[str, Any]], intervals: int) -> str:
 
 
 def main(argv: list[str]) -> int:
-    data = json.loads(Path(argv[0]).read_text())
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("results", type=Path, help="bench.py's results JSON")
+    data = json.loads(parser.parse_args(argv).results.read_text())
     print(table(data["results"], int(data["args"]["intervals"])))
     if any(r.get("paired") for r in data["results"]):
         print()
