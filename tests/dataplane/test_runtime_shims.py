@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import subprocess
 import urllib.request
@@ -33,6 +34,7 @@ from edgetenant.adapters import prometheus as prom
 from edgetenant.adapters.triton import TritonAdapter
 from edgetenant.dataplane import local, openvino_model, repository
 from edgetenant.errors import MetricsUnavailable, ModelLoadError
+from edgetenant.profiling.loadgen import run_load
 from edgetenant.tuning.loop import apply_setting, render_from_spec, target_for
 from edgetenant.zoo import export
 
@@ -140,6 +142,60 @@ def test_openvino_names_the_devices_it_sees_when_the_stick_is_not_there(
 
     with pytest.raises(ModelLoadError, match=r"OpenVINO device 'MYRIAD' is not available .* sees \['CPU'"):
         run(load())
+
+
+def stub_threads_allowed(model: str) -> dict[int, set[int]]:
+    """For every thread of ``model``'s Python-backend stubs, the cores it may run on now."""
+    allowed = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if f"/{model}/" not in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                continue
+            for task in (proc / "task").iterdir():
+                allowed[int(task.name)] = os.sched_getaffinity(int(task.name))
+        except (OSError, ValueError):  # not a process, or it (or a thread) just ended
+            continue
+    return allowed
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning to one core shows only with two")
+def test_openvino_instances_are_not_pinned_to_one_core(
+    triton: local.TritonProcess, model_repository: Path, run: Run
+) -> None:
+    # Each instance is a stub process, and OpenVINO's CPU plugin pins the threads that run an
+    # inference, from core 0 in every process: two instances of one thread then share core 0. The
+    # pin holds only while an inference runs, so the stubs are looked at under load.
+    spec = shim_spec(
+        "ov-unpinned",
+        format="openvino",
+        max_batch_size=0,
+        instance_count=2,
+        parameters=(("openvino_device", "CPU"), ("INFERENCE_PRECISION_HINT", "f32")),
+    )
+    repository.write_model(model_repository, spec, zoo.ensure_model(MODEL, format="openvino"))
+    cores = os.sched_getaffinity(triton.pid)
+
+    async def scenario() -> tuple[list[dict[int, set[int]]], int]:
+        async with TritonAdapter(triton.url) as admin:
+            await admin.load_model(spec.name)
+            load = asyncio.create_task(run_load(triton.url, spec.name, concurrency=4, duration_s=3))
+            samples = []
+            while not load.done():
+                samples.append(stub_threads_allowed(spec.name))
+                await asyncio.sleep(0.05)
+            result = await load
+            await admin.unload_model(spec.name)
+        return samples, result.requests
+
+    samples, requests = run(scenario())
+    assert requests > 0 and len(samples) > 10, (requests, len(samples))
+    assert all(len(sample) >= 2 for sample in samples), samples[:3]  # both stubs' threads were seen
+    pinned = {
+        tid: sorted(allowed) for sample in samples for tid, allowed in sample.items() if allowed != cores
+    }
+    assert not pinned, f"stub threads held to fewer than Triton's cores {sorted(cores)}: {pinned}"
+    log = triton.process.log_tail(400_000)
+    assert re.search(r"ov-unpinned instance \S+ runs on CPU .*'ENABLE_CPU_PINNING': 'False'", log)
 
 
 def test_the_shim_loads_openvino_without_its_telemetry(dataplane_env: local.DataplaneEnv) -> None:
